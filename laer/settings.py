@@ -1,0 +1,123 @@
+"""Typed settings for every process, read from the environment (prefix `LAER_`, nested with `__`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    """Broker address, topics and client security."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    billing_topic: str = "laer.billing"
+    usage_topic: str = "laer.usage"
+    support_topic: str = "laer.support"
+    dlq_topic: str = "laer.dlq"
+    group_id: str = "laer-consumers"
+    partitions: int = Field(default=4, ge=1, description="partitions for topics the tool creates")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port], got {server!r}")
+        return value
+
+    @property
+    def source_topics(self) -> dict[str, str]:
+        """Topic name -> event family it carries."""
+        return {self.billing_topic: "billing", self.usage_topic: "usage",
+                self.support_topic: "support"}
+
+    def client_options(self) -> dict[str, object]:
+        """Security options shared by kafka-python producers, consumers and admins."""
+        opts: dict[str, object] = {"bootstrap_servers": self.bootstrap_servers.split(","),
+                                   "security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_username
+            opts["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None)
+        if self.ssl_cafile:
+            opts["ssl_cafile"] = str(self.ssl_cafile)
+        return opts
+
+
+class ConsumerSettings(BaseModel):
+    """Limits and batching of the ingesting consumer."""
+
+    max_record_bytes: int = Field(default=256 * 1024, gt=0)
+    max_future: timedelta = timedelta(days=1)
+    park_window: timedelta = timedelta(days=7)
+    max_poll_records: int = Field(default=500, gt=0)
+    poll_timeout_ms: int = Field(default=500, gt=0)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class PrefectSettings(BaseModel):
+    """How the dispatcher reaches Prefect."""
+
+    api_url: str | None = None
+    dispatch_batch: int = Field(default=20, gt=0)
+    dispatch_interval_s: float = Field(default=1.0, gt=0)
+
+
+class SmtpSettings(BaseModel):
+    """Outbound email."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8025, ge=1, le=65535)
+    sender: str = "success@laer.local"
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """All settings; environment variables such as `LAER_DATABASE_URL`, `LAER_KAFKA__GROUP_ID`."""
+
+    model_config = SettingsConfigDict(env_prefix="LAER_", env_nested_delimiter="__",
+                                      extra="ignore")
+
+    database_url: str = "sqlite:///.laer/laer.db"
+    state_dir: Path = Path(".laer")
+    kafka: KafkaSettings = KafkaSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+    prefect: PrefectSettings = PrefectSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    webhook_secret: SecretStr = SecretStr("change-me")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+
+class SettingsError(SystemExit):
+    """Start-up stops here, naming each bad setting and why."""
+
+
+def load_settings() -> Settings:
+    """Read settings once at start-up, turning validation errors into a readable exit."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "LAER_" + "__".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"  {name}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid setting(s):\n" + "\n".join(lines)) from None

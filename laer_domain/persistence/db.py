@@ -1,0 +1,47 @@
+"""Engines and schema migration; nothing here connects until called."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.pool import NullPool
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine tuned for this app: SQLite in WAL mode with a busy timeout, pooled PostgreSQL."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, poolclass=NullPool, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic configuration pointing at the packaged migrations."""
+    cfg = Config()
+    location = resources.files("laer_domain.persistence").joinpath("migrations")
+    cfg.set_main_option("script_location", str(location))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` with Alembic (the only way the schema is created)."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
