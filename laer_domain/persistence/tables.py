@@ -66,6 +66,9 @@ class AccountRow(Base):
     health_band: Mapped[str | None] = mapped_column(String(8))
     state: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
+    # Optimistic lock: two consumers updating one account from different topics cannot both win.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    __mapper_args__ = {"version_id_col": version}
 
 
 class StageChangeRow(Base):

@@ -30,6 +30,7 @@ def upgrade() -> None:
     sa.Column('health_band', sa.String(length=8), nullable=True),
     sa.Column('state', sa.JSON(), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_accounts'))
     )
     with op.batch_alter_table('accounts', schema=None) as batch_op:

@@ -1,0 +1,135 @@
+"""One poll batch in, one database transaction out: state, signals, outbox and offsets together."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from consumers.dlq import DeadLetter, DeadLetterSink
+from consumers.records import RawRecord, decode
+from laer.settings import ConsumerSettings
+from laer_domain.events import CloudEvent, InvalidEvent
+from laer_domain.persistence.uow import UnitOfWork
+from laer_domain.policy import Policy
+from laer_domain.service import LifecycleService
+
+log = logging.getLogger(__name__)
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass
+class BatchReport:
+    """What one batch did; feeds metrics and logs."""
+
+    applied: int = 0
+    duplicates: int = 0
+    parked: int = 0
+    skipped: int = 0
+    signals: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    outcomes_by_type: Counter[tuple[str, str]] = field(default_factory=Counter)
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    landed_with_parked: list[str] = field(default_factory=list)
+
+
+class ConcurrentUpdate(Exception):
+    """Another consumer changed the same rows first; the batch is retried from scratch."""
+
+
+class Ingestor:
+    """Validates, applies and persists poll batches; bad records go to the dead-letter sink."""
+
+    def __init__(self, factory: sessionmaker[Session], policy: Policy, group_id: str,
+                 topic_families: dict[str, str], limits: ConsumerSettings,
+                 dead_letters: DeadLetterSink, clock: Callable[[], datetime]) -> None:
+        self._factory = factory
+        self._policy = policy
+        self._group_id = group_id
+        self._families = topic_families
+        self._limits = limits
+        self._dead_letters = dead_letters
+        self._clock = clock
+
+    def _decode(self, rec: RawRecord, now: datetime) -> CloudEvent | DeadLetter:
+        family = self._families.get(rec.topic)
+        if family is None:
+            return DeadLetter(rec, "wrong_topic", f"topic {rec.topic!r} is not an event topic")
+        try:
+            return decode(rec, family=family, now=now, max_bytes=self._limits.max_record_bytes,
+                          max_future=self._limits.max_future)
+        except InvalidEvent as exc:
+            return DeadLetter(rec, exc.reason, exc.message)
+
+    def process(self, records: Sequence[RawRecord]) -> BatchReport:
+        """Apply a batch exactly once; retried whole when a concurrent writer got there first."""
+        now = self._clock()
+        decoded = [(rec, self._decode(rec, now)) for rec in records]
+        sent: set[tuple[str, int, int]] = set()
+        retrying = Retrying(
+            retry=retry_if_exception_type((ConcurrentUpdate, IntegrityError, StaleDataError)),
+            wait=wait_random_exponential(multiplier=0.05, max=2), stop=stop_after_attempt(20),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                return self._transaction(decoded, sent)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transaction(self, decoded: list[tuple[RawRecord, CloudEvent | DeadLetter]],
+                     sent: set[tuple[str, int, int]]) -> BatchReport:
+        report = BatchReport()
+        with UnitOfWork(self._factory, self._group_id) as uow:
+            try:
+                stored = uow.offsets.lock((r.topic, r.partition) for r, _ in decoded)
+                fresh = [(r, item) for r, item in decoded
+                         if r.offset >= stored.get((r.topic, r.partition), -1)]
+                report.skipped = len(decoded) - len(fresh)
+                # Dead letters are acknowledged by the broker before the offsets covering them
+                # commit, so a crash in between can repeat a dead letter but never lose one.
+                letters = [item for r, item in fresh if isinstance(item, DeadLetter)
+                           and (r.topic, r.partition, r.offset) not in sent]
+                if letters:
+                    self._dead_letters(letters)
+                    sent.update((dl.record.topic, dl.record.partition, dl.record.offset)
+                                for dl in letters)
+                service = LifecycleService(uow.accounts, self._policy)
+                for rec, item in fresh:
+                    if isinstance(item, DeadLetter):
+                        report.dead_letters.append(item)
+                        report.outcomes_by_type[("invalid", item.reason)] += 1
+                        continue
+                    result = service.handle(item, origin=rec.origin())
+                    report.outcomes_by_type[(item.type, result.status)] += 1
+                    if result.status == "applied":
+                        report.applied += 1
+                        report.signals += len(result.signals)
+                    elif result.status == "duplicate":
+                        report.duplicates += 1
+                    else:
+                        report.parked += 1
+                for rec, _ in decoded:
+                    tp = (rec.topic, rec.partition)
+                    report.next_offsets[tp] = max(report.next_offsets.get(tp, 0), rec.offset + 1)
+                for (topic, partition), nxt in report.next_offsets.items():
+                    uow.offsets.advance(topic, partition, nxt)
+                uow.commit()
+            except DBAPIError as exc:
+                if _is_conflict(exc):
+                    raise ConcurrentUpdate(str(exc)) from exc
+                raise
+        return report
+
+
+def _is_conflict(exc: DBAPIError) -> bool:
+    """Deadlocks and serialisation failures are retried; anything else is an outage."""
+    code = getattr(exc.orig, "sqlstate", None)
+    return code in {"40001", "40P01"}

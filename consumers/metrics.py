@@ -1,0 +1,52 @@
+"""Prometheus metrics of the consumers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from consumers.ingest import BatchReport
+
+log = logging.getLogger(__name__)
+
+EVENTS = Counter("laer_events_total", "Records consumed by event type and outcome",
+                 ["type", "outcome"])
+DEAD_LETTERS = Counter("laer_dead_letters_total", "Records sent to the dead-letter topic",
+                       ["reason"])
+SIGNALS = Counter("laer_signals_total", "Signals raised")
+BATCH_SECONDS = Histogram("laer_batch_seconds", "Time to apply and commit one poll batch",
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+LAG = Gauge("laer_consumer_lag", "Records behind the end of the partition",
+            ["topic", "partition"])
+
+
+def serve(port: int) -> None:
+    """Expose /metrics on `port`."""
+    start_http_server(port)
+    log.info("metrics on :%d/metrics", port)
+
+
+def observe_batch(report: BatchReport, seconds: float) -> None:
+    """Count one batch's outcomes."""
+    for (event_type, outcome), n in report.outcomes_by_type.items():
+        EVENTS.labels(event_type, outcome).inc(n)
+    for dl in report.dead_letters:
+        DEAD_LETTERS.labels(dl.reason).inc()
+    SIGNALS.inc(report.signals)
+    BATCH_SECONDS.observe(seconds)
+
+
+def observe_lag(consumer: Any) -> None:
+    """Update per-partition lag from the consumer's position and the log end."""
+    try:
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return
+        ends = consumer.end_offsets(assigned)
+        for tp in assigned:
+            position = consumer.position(tp)
+            LAG.labels(tp.topic, str(tp.partition)).set(max(0, ends[tp] - position))
+    except Exception as exc:  # metrics must never stop ingestion
+        log.debug("lag not measured: %s", exc)

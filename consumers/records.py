@@ -1,0 +1,112 @@
+"""Kafka records as plain data, decoded from either CloudEvents Kafka binding mode.
+
+The CloudEvents SDK fills a missing `time` with the current time when it parses, which would
+hide bad input, so the binding is decoded here and validated strictly by `parse_event`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from laer_domain.events import CloudEvent, InvalidEvent, parse_event
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """What the consumer read: enough to decode it, dead-letter it or park it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @classmethod
+    def from_consumer_record(cls, rec: Any) -> RawRecord:
+        """Copy a kafka-python ConsumerRecord."""
+        return cls(topic=rec.topic, partition=rec.partition, offset=rec.offset, key=rec.key,
+                   value=rec.value, headers=tuple((k, v or b"") for k, v in rec.headers or ()))
+
+    def header(self, name: str) -> bytes | None:
+        """The last value of a header, matched case-insensitively."""
+        found = None
+        for k, v in self.headers:
+            if k.lower() == name:
+                found = v
+        return found
+
+    @property
+    def size(self) -> int:
+        """Bytes of key, value and headers."""
+        return (len(self.key or b"") + len(self.value or b"")
+                + sum(len(k) + len(v) for k, v in self.headers))
+
+    def origin(self) -> dict[str, Any]:
+        """A JSON-safe copy of the record, kept with a parked event for a later dead letter."""
+        return {
+            "topic": self.topic, "partition": self.partition, "offset": self.offset,
+            "key": (self.key or b"").decode("utf-8", "replace") if self.key is not None else None,
+            "value": (self.value or b"").decode("utf-8", "replace"),
+            "headers": [[k, v.decode("utf-8", "replace")] for k, v in self.headers],
+        }
+
+
+def _text(value: bytes, name: str) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidEvent("invalid_encoding", f"{name}: not UTF-8") from None
+
+
+def _json(value: bytes, name: str) -> Any:
+    try:
+        return json.loads(_text(value, name))
+    except json.JSONDecodeError as exc:
+        raise InvalidEvent("invalid_json", f"{name}: {exc}") from None
+
+
+def cloudevent_attributes(rec: RawRecord) -> dict[str, Any]:
+    """Attributes plus decoded `data` from a structured or binary mode record."""
+    if rec.value is None:
+        raise InvalidEvent("empty_record", "record has no value (tombstone)")
+    if rec.header("ce_specversion") is not None:
+        attrs: dict[str, Any] = {}
+        for k, v in rec.headers:
+            if k.lower().startswith("ce_"):
+                attrs[k[3:].lower()] = _text(v, k)
+        content_type = rec.header("content-type")
+        if content_type is not None:
+            attrs["datacontenttype"] = _text(content_type, "content-type")
+            if "json" not in attrs["datacontenttype"]:
+                raise InvalidEvent("unsupported_content_type",
+                                   f"content-type: {attrs['datacontenttype']!r} is not JSON")
+        attrs["data"] = _json(rec.value, "value") if rec.value else None
+        return attrs
+    content_type = rec.header("content-type")
+    if content_type is not None and not _text(content_type, "content-type").startswith(
+            STRUCTURED_CONTENT_TYPE):
+        raise InvalidEvent("unsupported_content_type",
+                           "content-type: neither structured CloudEvents JSON nor ce_* headers")
+    body = _json(rec.value, "value")
+    if not isinstance(body, dict):
+        raise InvalidEvent("schema_violation", "value: a structured CloudEvent is a JSON object")
+    return body
+
+
+def decode(rec: RawRecord, *, family: str, now: datetime, max_bytes: int,
+           max_future: timedelta) -> CloudEvent:
+    """Validate one record into a CloudEvent or raise InvalidEvent with a reason code."""
+    if rec.size > max_bytes:
+        raise InvalidEvent("oversized", f"record is {rec.size} bytes, the limit is {max_bytes}")
+    attrs = cloudevent_attributes(rec)
+    key = _text(rec.key, "key") if rec.key is not None else None
+    if key is None:
+        raise InvalidEvent("key_mismatch", "record key: missing (it must be the account id)")
+    return parse_event(attrs, now=now, max_future=max_future, topic_family=family,
+                       record_key=key)

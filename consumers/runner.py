@@ -1,0 +1,164 @@
+"""The consumer loop: poll, ingest a batch in one transaction, commit, repeat until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
+from sqlalchemy.orm import Session, sessionmaker
+
+from consumers import metrics
+from consumers.dlq import DeadLetter, DeadLetterSink
+from consumers.ingest import BatchReport, Ingestor
+from consumers.parking import ParkedSweeper
+from consumers.records import RawRecord
+from laer.settings import Settings
+from laer_domain.persistence.uow import UnitOfWork
+from laer_domain.policy import Policy
+
+log = logging.getLogger(__name__)
+
+
+class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, continue from the offsets stored with the state, not Kafka's own."""
+
+    def __init__(self, consumer_ref: Callable[[], KafkaConsumer],
+                 factory: sessionmaker[Session], group_id: str) -> None:
+        self._consumer_ref = consumer_ref
+        self._factory = factory
+        self._group_id = group_id
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        with UnitOfWork(self._factory, self._group_id) as uow:
+            stored = uow.offsets.stored()
+        consumer = self._consumer_ref()
+        for tp in assigned:
+            nxt = stored.get((tp.topic, tp.partition))
+            if nxt is not None:
+                consumer.seek(tp, nxt)
+        log.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+@dataclass
+class ConsumerLoop:
+    """Runs until `stop()` (or SIGTERM/SIGINT): each batch is applied exactly once."""
+
+    settings: Settings
+    factory: sessionmaker[Session]
+    policy: Policy
+    dead_letters: DeadLetterSink
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    on_batch: Callable[[BatchReport], None] | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self, *_: Any) -> None:
+        """Ask the loop to finish its current batch and leave the group."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """Ctrl-C and SIGTERM finish the batch in hand, commit and leave cleanly."""
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %s: finishing the current batch", signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _consumer(self) -> KafkaConsumer:
+        k = self.settings.kafka
+        c = self.settings.consumer
+        return KafkaConsumer(
+            group_id=k.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=c.max_poll_records, client_id="laer-consumer",
+            **k.client_options(),
+        )
+
+    def run(self) -> None:
+        """Poll and ingest until stopped."""
+        k = self.settings.kafka
+        ingestor = Ingestor(self.factory, self.policy, k.group_id, k.source_topics,
+                            self.settings.consumer, self.dead_letters, self.clock)
+        sweeper = ParkedSweeper(self.factory, self.policy, self.settings.consumer.park_window,
+                                self.dead_letters, self.clock)
+        consumer = self._consumer()
+        consumer.subscribe(topics=list(k.source_topics),
+                           listener=SeekToStoredOffsets(lambda: consumer, self.factory,
+                                                        k.group_id))
+        backoff = 0.5
+        last_sweep = 0.0
+        try:
+            while not self._stop.is_set():
+                polled = consumer.poll(timeout_ms=self.settings.consumer.poll_timeout_ms)
+                records = [RawRecord.from_consumer_record(r)
+                           for batch in polled.values() for r in batch]
+                if records:
+                    started = time.perf_counter()
+                    try:
+                        report = ingestor.process(records)
+                    except Exception:
+                        # Database down or similar: rewind to the batch start and try again
+                        # later; nothing is committed, so nothing is lost.
+                        log.exception("batch failed; retrying in %.1fs", backoff)
+                        self._rewind(consumer, records)
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, 30.0)
+                        continue
+                    backoff = 0.5
+                    metrics.observe_batch(report, time.perf_counter() - started)
+                    self._commit_kafka(consumer, report)
+                    if self.on_batch:
+                        self.on_batch(report)
+                    if report.parked:
+                        last_sweep = 0.0  # a landing may have raced this park: check soon
+                if time.monotonic() - last_sweep > 5.0:
+                    last_sweep = time.monotonic()
+                    try:
+                        sweeper.run()
+                    except Exception:
+                        log.exception("parked-event sweep failed; will retry")
+                    metrics.observe_lag(consumer)
+        finally:
+            consumer.close()  # leaves the group so partitions move at once
+            log.info("consumer stopped")
+
+    @staticmethod
+    def _rewind(consumer: KafkaConsumer, records: list[RawRecord]) -> None:
+        first: dict[tuple[str, int], int] = {}
+        for r in records:
+            tp = (r.topic, r.partition)
+            first[tp] = min(first.get(tp, r.offset), r.offset)
+        assigned = consumer.assignment()
+        for (topic, partition), offset in first.items():
+            tp = TopicPartition(topic, partition)
+            if tp in assigned:
+                consumer.seek(tp, offset)
+
+    @staticmethod
+    def _commit_kafka(consumer: KafkaConsumer, report: BatchReport) -> None:
+        # The database holds the authoritative offsets; Kafka's copy serves lag tools.
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                   for (t, p), o in report.next_offsets.items()}
+        try:
+            consumer.commit(offsets)
+        except Exception as exc:  # a rebalance in progress: the database copy still holds
+            log.warning("kafka offset commit skipped: %s", exc)
+
+
+def log_dead_letters(letters: list[DeadLetter]) -> None:
+    """Log each dead letter (used beside the Kafka sink)."""
+    for dl in letters:
+        log.warning("dead letter %s[%d]@%d: %s (%s)", dl.record.topic, dl.record.partition,
+                    dl.record.offset, dl.reason, dl.message)

@@ -1,0 +1,100 @@
+"""Real effects of playbooks, each recorded once under an idempotency key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import smtplib
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from laer.settings import SmtpSettings
+from laer_domain.persistence.tables import ActionRow
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def find_action(factory: sessionmaker[Session], key: str) -> ActionRow | None:
+    """The action recorded under `key`, if any."""
+    with factory() as session:
+        return session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
+
+
+def record_action(factory: sessionmaker[Session], *, key: str, account_id: str, playbook: str,
+                  kind: str, subject: str, status: str, flow_run_id: str | None = None,
+                  recipient: str | None = None, role: str | None = None,
+                  reason: str | None = None, due_at: datetime | None = None,
+                  payload: dict[str, Any] | None = None) -> tuple[ActionRow, bool]:
+    """Insert an action unless `key` exists; returns (row, created)."""
+    existing = find_action(factory, key)
+    if existing is not None:
+        return existing, False
+    row = ActionRow(idempotency_key=key, account_id=account_id, playbook=playbook, kind=kind,
+                    subject=subject, status=status, flow_run_id=flow_run_id,
+                    recipient=recipient, role=role, reason=reason, due_at=due_at,
+                    created_at=_now(), payload=payload or {})
+    with factory() as session:
+        session.add(row)
+        try:
+            session.commit()
+        except IntegrityError:  # a retried task raced its first attempt
+            session.rollback()
+            found = find_action(factory, key)
+            assert found is not None
+            return found, False
+    return row, True
+
+
+def update_action(factory: sessionmaker[Session], key: str, status: str,
+                  reason: str | None = None) -> None:
+    """Move a recorded action to `status` (sent, failed, ...)."""
+    with factory() as session:
+        row = session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
+        if row is not None:
+            row.status = status
+            row.reason = reason
+            session.commit()
+
+
+def send_email(smtp: SmtpSettings, *, to: str, subject: str, text: str, html: str | None,
+               message_id: str) -> None:
+    """Send one message over SMTP; the Message-ID lets receivers drop a repeat."""
+    msg = EmailMessage()
+    msg["From"] = smtp.sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{message_id}@laer>"
+    msg.set_content(text)
+    if html:
+        msg.add_alternative(html, subtype="html")
+    with smtplib.SMTP(smtp.host, smtp.port, timeout=30) as client:
+        if smtp.username and smtp.password:
+            client.login(smtp.username, smtp.password.get_secret_value())
+        client.send_message(msg)
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """HMAC-SHA256 signature of a webhook body, as sent in X-LAER-Signature."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def post_webhook(url: str, secret: bytes, payload: dict[str, Any], delivery_id: str) -> int:
+    """POST a signed JSON body; returns the HTTP status (raises on 5xx and network errors)."""
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    response = httpx.post(url, content=body, timeout=15, headers={
+        "Content-Type": "application/json",
+        "X-LAER-Signature": sign(secret, body),
+        "X-LAER-Delivery": delivery_id,
+    })
+    if response.status_code >= 500:
+        response.raise_for_status()
+    return response.status_code

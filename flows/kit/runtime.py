@@ -1,0 +1,44 @@
+"""What a playbook flow needs at run time: the container, its run id, the account."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect.runtime import flow_run
+from sqlalchemy import select
+
+from laer.bootstrap import Container, container
+from laer_domain.model import Account
+from laer_domain.persistence.tables import AccountRow, PlaybookRunRow
+
+
+def app() -> Container:
+    """The process container (settings come from the worker's environment)."""
+    return container()
+
+
+def current_flow_run_id() -> str | None:
+    """The id of the flow run executing now, if any."""
+    run_id = flow_run.get_id()
+    return str(run_id) if run_id else None
+
+
+def load_account(account_id: str) -> Account | None:
+    """Re-read the account so every step sees the current stage."""
+    # Plain read, no row lock: a flow must never block the consumers.
+    with app().sessions() as session:
+        row = session.get(AccountRow, account_id)
+        return None if row is None else Account.model_validate(row.state)
+
+
+def mark_run(state: str) -> None:
+    """Record the current run's state on its playbook_runs row."""
+    run_id = current_flow_run_id()
+    if run_id is None:
+        return
+    with app().sessions() as session:
+        for row in session.scalars(select(PlaybookRunRow).where(
+                PlaybookRunRow.flow_run_id == run_id)):
+            row.state = state
+            row.updated_at = datetime.now(UTC)
+        session.commit()

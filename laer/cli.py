@@ -1,0 +1,230 @@
+"""`laer`: run the consumers, the dispatcher and the playbooks; inspect accounts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from laer.bootstrap import container
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+kafka_app = typer.Typer(help="The local single-node Kafka broker (for tests and the demo).",
+                        no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+# --- local services ---------------------------------------------------------------------
+
+
+def _local_kafka() -> Any:
+    from laer.local.kafka import LocalKafka
+
+    settings = container().settings
+    port = int(settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+    return LocalKafka(settings.state_dir / "kafka", port=port)
+
+
+@kafka_app.command("start")
+def kafka_start() -> None:
+    """Fetch the broker jars once, start the broker and create the LAER topics."""
+    from laer.local.kafka import LocalServiceError
+
+    k = container().settings.kafka
+    broker = _local_kafka()
+    try:
+        broker.start(topics=[*k.source_topics, k.dlq_topic], partitions=k.partitions, echo=True)
+    except LocalServiceError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"Kafka ready on {broker.bootstrap} (pid {broker.running_pid()})")
+
+
+@kafka_app.command("stop")
+def kafka_stop() -> None:
+    """Stop the local broker."""
+    _local_kafka().stop()
+    console.print("Kafka stopped")
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Say whether the local broker runs."""
+    pid = _local_kafka().running_pid()
+    console.print(f"Kafka running (pid {pid})" if pid else "Kafka not running")
+    raise typer.Exit(0 if pid else 1)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest revision."""
+    container().migrate()
+    console.print("schema up to date")
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+@app.command()
+def consume() -> None:
+    """Ingest events from Kafka until Ctrl-C/SIGTERM (finishes the batch, commits, leaves)."""
+    from consumers import metrics
+    from consumers.dlq import kafka_dead_letter_sink
+    from consumers.runner import ConsumerLoop
+
+    c = container()
+    c.migrate()
+    if c.settings.consumer.metrics_port is not None:
+        metrics.serve(c.settings.consumer.metrics_port)
+    producer = c.producer()
+    loop = ConsumerLoop(c.settings, c.sessions, c.policy,
+                        kafka_dead_letter_sink(producer, c.settings.kafka.dlq_topic))
+    loop.install_signal_handlers()
+    try:
+        loop.run()
+    finally:
+        producer.close()
+
+
+@app.command()
+def dispatch() -> None:
+    """Start playbook runs for stored signals until Ctrl-C/SIGTERM."""
+    from flows.kit.registry import discover
+    from laer.dispatch import Dispatcher
+
+    c = container()
+    c.migrate()
+    dispatcher = Dispatcher(c.sessions, [d.playbook for d in discover()])
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await dispatcher.run_forever(c.settings.prefect.dispatch_interval_s, stop)
+
+    asyncio.run(main())
+
+
+@app.command()
+def serve(limit: Annotated[int, typer.Option(help="Concurrent flow runs.")] = 8) -> None:
+    """Serve every playbook's deployment from this process (small installs, tests, demo)."""
+    from prefect import serve as prefect_serve
+
+    from flows.kit.registry import discover
+
+    deployments = [
+        d.flow.to_deployment(name="laer", tags=[f"playbook:{d.playbook.name}"],
+                             description=d.playbook.description)
+        for d in discover()
+    ]
+    prefect_serve(*deployments, limit=limit, print_starting_message=True)
+
+
+# --- read side ------------------------------------------------------------------------------
+
+
+@app.command()
+def accounts(stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
+             as_json: JsonFlag = False) -> None:
+    """List accounts: id, stage, since, health, owner."""
+    from laer_domain.persistence.queries import list_accounts
+
+    with container().sessions() as session:
+        rows = list_accounts(session, stage)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("account", "stage", "since", "health", "owner", title=f"{len(rows)} accounts")
+    for r in rows:
+        h = r["health"]
+        table.add_row(r["id"], r["stage"], r["stage_since"],
+                      f"{h['score']} {h['band']}" if h["score"] is not None else "-", r["owner"])
+    console.print(table)
+
+
+@app.command()
+def account(account_id: str, as_json: JsonFlag = False) -> None:
+    """Show one account: stage history, health, term, goals, signals, runs, actions."""
+    from laer_domain.persistence.queries import account_detail
+
+    with container().sessions() as session:
+        detail = account_detail(session, account_id)
+    if detail is None:
+        err.print(f"[red]no account {account_id!r}[/red]")
+        raise typer.Exit(1)
+    if as_json:
+        _print_json(detail)
+        return
+    h = detail["health"]
+    console.print(f"[bold]{detail['id']}[/bold]  stage [bold]{detail['stage']}[/bold] since "
+                  f"{detail['stage_since']}  owner {detail['owner']}  health {h['score']} "
+                  f"{h['band']}")
+    for title, rows, cols in (
+        ("stage history", detail["history"], ("at", "from", "to", "reason")),
+        ("signals", detail["signals"], ("at", "kind", "stage")),
+        ("playbook runs", detail["playbook_runs"], ("playbook", "name", "state")),
+        ("actions", detail["actions"], ("kind", "subject", "recipient", "status", "reason")),
+    ):
+        table = Table(*cols, title=title)
+        for r in rows:
+            table.add_row(*[str(r.get(c) or "") for c in cols])
+        console.print(table)
+
+
+@app.command()
+def schema(out: Annotated[Path | None, typer.Option(help="Write one file per type here.")]
+           = None) -> None:
+    """Print (or write) the JSON Schema of every event type."""
+    from laer_domain.events import event_json_schemas
+
+    schemas = event_json_schemas()
+    if out is None:
+        _print_json(schemas)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for event_type, doc in schemas.items():
+        (out / f"{event_type}.schema.json").write_text(json.dumps(doc, indent=2) + "\n")
+    console.print(f"{len(schemas)} schemas written to {out}")
+
+
+@app.command()
+def playbooks(as_json: JsonFlag = False) -> None:
+    """List every playbook with its triggers, owner and priority."""
+    from flows.kit.registry import discover
+
+    found = discover()
+    rows = [{"name": d.playbook.name, "deployment": d.playbook.deployment,
+             "triggers": sorted(k.value for k in d.playbook.triggers),
+             "stages": sorted(s.value for s in d.playbook.stages),
+             "owner": d.playbook.owner.value, "priority": d.playbook.priority,
+             "module": d.module, "description": d.playbook.description} for d in found]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("playbook", "triggers", "owner", "priority", "module", title="playbooks")
+    for r in rows:
+        table.add_row(r["name"], ", ".join(r["triggers"]), r["owner"], str(r["priority"]),
+                      r["module"])
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

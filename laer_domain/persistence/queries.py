@@ -1,0 +1,81 @@
+"""Read side: what `laer accounts` and `laer account ID` show."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from laer_domain.persistence.tables import (
+    AccountRow,
+    ActionRow,
+    AppliedEventRow,
+    HealthChangeRow,
+    PlaybookRunRow,
+    SignalRow,
+    StageChangeRow,
+)
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if value is not None else None
+
+
+def list_accounts(session: Session, stage: str | None = None) -> list[dict[str, Any]]:
+    """id, stage, stage_since, health and owner of every account (optionally one stage)."""
+    query = select(AccountRow).order_by(AccountRow.id)
+    if stage:
+        query = query.where(AccountRow.stage == stage)
+    return [
+        {"id": r.id, "stage": r.stage, "stage_since": _iso(r.stage_since),
+         "health": {"score": r.health_score, "band": r.health_band}, "owner": r.owner}
+        for r in session.scalars(query)
+    ]
+
+
+def account_detail(session: Session, account_id: str) -> dict[str, Any] | None:
+    """Everything known about one account, oldest first within each list."""
+    row = session.get(AccountRow, account_id)
+    if row is None:
+        return None
+    state = row.state
+    history = session.scalars(select(StageChangeRow).where(
+        StageChangeRow.account_id == account_id).order_by(StageChangeRow.id))
+    health = session.scalars(select(HealthChangeRow).where(
+        HealthChangeRow.account_id == account_id).order_by(HealthChangeRow.id))
+    signals = session.scalars(select(SignalRow).where(
+        SignalRow.account_id == account_id).order_by(SignalRow.seq, SignalRow.at))
+    runs = session.scalars(select(PlaybookRunRow).where(
+        PlaybookRunRow.account_id == account_id).order_by(PlaybookRunRow.id))
+    actions = session.scalars(select(ActionRow).where(
+        ActionRow.account_id == account_id).order_by(ActionRow.id))
+    events = session.scalars(select(AppliedEventRow).where(
+        AppliedEventRow.account_id == account_id).order_by(AppliedEventRow.id))
+    return {
+        "id": row.id,
+        "stage": row.stage,
+        "stage_since": _iso(row.stage_since),
+        "owner": row.owner,
+        "health": {"score": row.health_score, "band": row.health_band,
+                   "components": (state.get("health") or {}).get("components"),
+                   "history": [{"at": _iso(h.at), "score": h.score, "band": h.band,
+                                "components": h.components} for h in health]},
+        "term": state.get("term"),
+        "goals": state.get("goals"),
+        "contacts": state.get("contacts"),
+        "churn_risk": state.get("churn_risk"),
+        "history": [{"from": h.from_stage, "to": h.to_stage, "at": _iso(h.at),
+                     "reason": h.reason, "event_id": h.event_id} for h in history],
+        "signals": [{"id": s.id, "kind": s.kind, "at": _iso(s.at), "stage": s.stage,
+                     "evidence": s.evidence} for s in signals],
+        "playbook_runs": [{"playbook": r.playbook, "flow_run_id": r.flow_run_id,
+                           "name": r.flow_run_name, "state": r.state, "signal_id": r.signal_id,
+                           "created_at": _iso(r.created_at)} for r in runs],
+        "actions": [{"kind": a.kind, "playbook": a.playbook, "subject": a.subject,
+                     "recipient": a.recipient, "role": a.role, "status": a.status,
+                     "reason": a.reason, "due_at": _iso(a.due_at),
+                     "created_at": _iso(a.created_at)} for a in actions],
+        "events": [{"id": e.event_id, "source": e.source, "type": e.type, "time": _iso(e.time)}
+                   for e in events],
+    }

@@ -1,0 +1,149 @@
+"""The first slice end to end: Kafka -> consumer -> database -> dispatcher -> Prefect -> action."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from kafka import KafkaConsumer
+from sqlalchemy import func, select
+
+from laer_domain.events import make_event
+from laer_domain.persistence.tables import (
+    AccountRow,
+    ActionRow,
+    AppliedEventRow,
+    ConsumerOffsetRow,
+    PlaybookRunRow,
+    SignalRow,
+    StageChangeRow,
+)
+from tests.e2e.conftest import Stack
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def landing_events(account: str) -> list[dict[str, Any]]:
+    start = make_event("laer.billing.subscription_started", account, T0, {
+        "plan": "team", "seats": 20, "mrr": "1500.00", "currency": "EUR",
+        "term_start": "2026-01-05", "term_end": "2027-01-05",
+        "contacts": [{"email": f"owner@{account}.example", "name": "Ada", "role": "buyer",
+                      "channels": ["email"], "timezone": "Europe/Berlin"}],
+    }, source="billing-system")
+    paid = make_event("laer.billing.invoice_paid", account, T0 + timedelta(days=1),
+                      {"invoice_id": "inv-1", "amount": 1500, "currency": "EUR"},
+                      source="billing-system")
+    live = make_event("laer.usage.provisioned", account, T0 + timedelta(days=2), {},
+                      source="product")
+    return [start, paid, live]
+
+
+def consumed(stack: Stack) -> int:
+    with stack.sessions() as s:
+        topics = list(stack.topics.values())
+        return int(s.scalar(select(func.coalesce(func.sum(ConsumerOffsetRow.next_offset), 0))
+                            .where(ConsumerOffsetRow.topic.in_(topics))) or 0)
+
+
+def completed_run(stack: Stack, account: str) -> PlaybookRunRow | None:
+    with stack.sessions() as s:
+        return s.scalar(select(PlaybookRunRow).where(
+            PlaybookRunRow.account_id == account, PlaybookRunRow.state == "Completed"))
+
+
+def prefect_state(stack: Stack, flow_run_id: str) -> str:
+    api = stack.env["PREFECT_API_URL"]
+    body = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
+    return str(body["state"]["type"])
+
+
+def test_three_events_take_an_account_to_adopt_and_run_onboarding(stack: Stack,
+                                                                  unique: str) -> None:
+    account = f"acme-{unique}"
+    stack.produce(landing_events(account))
+
+    run = stack.wait_for(lambda: completed_run(stack, account), 180, "onboarding Completed")
+    assert run.playbook == "onboarding"
+    assert run.flow_run_id is not None
+    assert prefect_state(stack, run.flow_run_id) == "COMPLETED"
+    with stack.sessions() as s:
+        acc = s.get(AccountRow, account)
+        assert acc is not None and acc.stage == "adopt"
+        moves = [(c.from_stage, c.to_stage) for c in s.scalars(
+            select(StageChangeRow).where(StageChangeRow.account_id == account)
+            .order_by(StageChangeRow.id))]
+        assert moves == [(None, "land"), ("land", "adopt")]
+        kinds = set(s.scalars(select(SignalRow.kind).where(SignalRow.account_id == account)))
+        assert {"AccountLanded", "StageChanged", "WentLive"} <= kinds
+        task = s.scalar(select(ActionRow).where(ActionRow.account_id == account))
+        assert task is not None and task.kind == "task" and task.role == "customer_success"
+        assert task.flow_run_id == run.flow_run_id
+
+    shown = stack.cli("account", account, "--json")
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert detail["stage"] == "adopt"
+    assert [h["to"] for h in detail["history"]] == ["land", "adopt"]
+    assert any(sig["kind"] == "WentLive" for sig in detail["signals"])
+    assert detail["playbook_runs"][0]["state"] == "Completed"
+    assert detail["actions"][0]["status"] == "open"
+
+    missing = stack.cli("account", f"nobody-{unique}", "--json")
+    assert missing.returncode == 1
+    assert "no account" in missing.stderr
+
+
+def test_sending_everything_twice_changes_nothing_twice(stack: Stack, unique: str) -> None:
+    account = f"twice-{unique}"
+    before = consumed(stack)
+    events = landing_events(account)
+    stack.produce(events)
+    stack.produce(events)  # redelivered by a producer retry, say: same id and source
+    stack.wait_for(lambda: consumed(stack) >= before + 6, 120, "all six records consumed")
+    run = stack.wait_for(lambda: completed_run(stack, account), 180, "onboarding Completed")
+    with stack.sessions() as s:
+        def count(model: Any, column: Any) -> int:
+            return int(s.scalar(select(func.count()).select_from(model)
+                                .where(column == account)) or 0)
+        assert count(AppliedEventRow, AppliedEventRow.account_id) == 3
+        assert count(StageChangeRow, StageChangeRow.account_id) == 2
+        assert count(PlaybookRunRow, PlaybookRunRow.account_id) == 1
+        assert count(ActionRow, ActionRow.account_id) == 1
+        kinds = list(s.scalars(select(SignalRow.kind).where(SignalRow.account_id == account)))
+        assert len(kinds) == len(set(kinds)), kinds
+    assert run.state == "Completed"
+
+
+def read_dead_letters(stack: Stack, want: int, timeout_s: float = 60) -> list[Any]:
+    consumer = KafkaConsumer(stack.dlq_topic, bootstrap_servers=stack.bootstrap,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=int(timeout_s * 1000))
+    found = []
+    try:
+        for rec in consumer:
+            found.append(rec)
+            if len(found) >= want:
+                break
+    finally:
+        consumer.close()
+    return found
+
+
+def test_a_malformed_record_goes_to_the_dlq_and_the_rest_flows(stack: Stack,
+                                                              unique: str) -> None:
+    account = f"bad-{unique}"
+    stack.produce_raw(stack.topics["billing"], account.encode(), b'{"specversion": "1.0", oops',
+                      [("content-type", b"application/cloudevents+json")])
+    stack.produce(landing_events(account))
+
+    stack.wait_for(lambda: completed_run(stack, account), 180, "onboarding after a bad record")
+    letters = [r for r in read_dead_letters(stack, 1) if r.key == account.encode()]
+    assert len(letters) == 1
+    headers = {k: v.decode() for k, v in letters[0].headers}
+    assert headers["laer.errors.reason"] == "invalid_json"
+    assert headers["laer.errors.topic"] == stack.topics["billing"]
+    assert headers["laer.errors.message"]
+    assert int(headers["laer.errors.offset"]) >= 0
+    assert letters[0].value == b'{"specversion": "1.0", oops'
