@@ -1,0 +1,325 @@
+"""CloudEvents envelope, event types and validation of incoming events."""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from functools import cache
+from typing import Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+
+from laer_domain.payloads import (
+    ActiveUsers,
+    ContactSpec,
+    FeatureUsed,
+    GoalSpec,
+    InvoicePaid,
+    LimitReached,
+    OutcomeAchieved,
+    PaymentFailed,
+    PlanChanged,
+    Provisioned,
+    SubscriptionCanceled,
+    SubscriptionRenewed,
+    SubscriptionStarted,
+    SurveyResponse,
+    TicketEscalated,
+    TicketOpened,
+    TicketResolved,
+)
+from laer_domain.wire import UtcDateTime, parse_instant
+
+__all__ = [
+    "EVENT_DATA_MODELS",
+    "ActiveUsers",
+    "CloudEvent",
+    "ContactSpec",
+    "EventType",
+    "FeatureUsed",
+    "GoalSpec",
+    "InvalidEvent",
+    "InvoicePaid",
+    "LimitReached",
+    "OutcomeAchieved",
+    "PaymentFailed",
+    "PlanChanged",
+    "Provisioned",
+    "SubscriptionCanceled",
+    "SubscriptionRenewed",
+    "SubscriptionStarted",
+    "SurveyResponse",
+    "TicketEscalated",
+    "TicketOpened",
+    "TicketResolved",
+    "event_family",
+    "event_json_schemas",
+    "make_event",
+    "parse_event",
+]
+
+SUBJECT_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+_SUBJECT = re.compile(SUBJECT_PATTERN)
+REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time")
+FAMILIES = ("billing", "usage", "support")
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class EventType(StrEnum):
+    """The event types the domain understands."""
+
+    SUBSCRIPTION_STARTED = "laer.billing.subscription_started"
+    INVOICE_PAID = "laer.billing.invoice_paid"
+    PAYMENT_FAILED = "laer.billing.payment_failed"
+    PLAN_CHANGED = "laer.billing.plan_changed"
+    SUBSCRIPTION_RENEWED = "laer.billing.subscription_renewed"
+    SUBSCRIPTION_CANCELED = "laer.billing.subscription_canceled"
+    PROVISIONED = "laer.usage.provisioned"
+    ACTIVE_USERS = "laer.usage.active_users"
+    FEATURE_USED = "laer.usage.feature_used"
+    LIMIT_REACHED = "laer.usage.limit_reached"
+    OUTCOME_ACHIEVED = "laer.usage.outcome_achieved"
+    TICKET_OPENED = "laer.support.ticket_opened"
+    TICKET_ESCALATED = "laer.support.ticket_escalated"
+    TICKET_RESOLVED = "laer.support.ticket_resolved"
+    SURVEY_RESPONSE = "laer.support.survey_response"
+
+
+EVENT_DATA_MODELS: dict[str, type[BaseModel]] = {
+    EventType.SUBSCRIPTION_STARTED.value: SubscriptionStarted,
+    EventType.INVOICE_PAID.value: InvoicePaid,
+    EventType.PAYMENT_FAILED.value: PaymentFailed,
+    EventType.PLAN_CHANGED.value: PlanChanged,
+    EventType.SUBSCRIPTION_RENEWED.value: SubscriptionRenewed,
+    EventType.SUBSCRIPTION_CANCELED.value: SubscriptionCanceled,
+    EventType.PROVISIONED.value: Provisioned,
+    EventType.ACTIVE_USERS.value: ActiveUsers,
+    EventType.FEATURE_USED.value: FeatureUsed,
+    EventType.LIMIT_REACHED.value: LimitReached,
+    EventType.OUTCOME_ACHIEVED.value: OutcomeAchieved,
+    EventType.TICKET_OPENED.value: TicketOpened,
+    EventType.TICKET_ESCALATED.value: TicketEscalated,
+    EventType.TICKET_RESOLVED.value: TicketResolved,
+    EventType.SURVEY_RESPONSE.value: SurveyResponse,
+}
+
+
+class InvalidEvent(ValueError):
+    """An event that is bad input; `reason` is a machine code, `message` human text."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+def event_family(event_type: str) -> str:
+    """Return the topic family of an event type ("laer.usage.x" -> "usage")."""
+    parts = event_type.split(".")
+    return parts[1] if len(parts) >= 3 and parts[0] == "laer" else ""
+
+
+class CloudEvent(BaseModel):
+    """A validated CloudEvents 1.0 event whose `data` is the model for its type."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    type: str
+    subject: str = Field(pattern=SUBJECT_PATTERN)
+    time: UtcDateTime
+    datacontenttype: str | None = None
+    data: SerializeAsAny[BaseModel]
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in EVENT_DATA_MODELS:
+            raise ValueError(f"unknown event type {value!r}")
+        return value
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _typed_data(cls, value: Any, info: ValidationInfo) -> BaseModel:
+        model = EVENT_DATA_MODELS.get(str(info.data.get("type", "")))
+        if model is None:
+            raise ValueError("data cannot be validated without a known type")
+        if isinstance(value, model):
+            return value
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        return model.model_validate({} if value is None else value)
+
+    def payload(self, model: builtins.type[_M]) -> _M:
+        """Return `data` as the given payload model (raises TypeError if it is not)."""
+        if not isinstance(self.data, model):
+            raise TypeError(f"{self.type} data is not {model.__name__}")
+        return self.data
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Return the dedup identity (source, id)."""
+        return (self.source, self.id)
+
+    @property
+    def account_id(self) -> str:
+        """Return the account id (the subject)."""
+        return self.subject
+
+
+def _describe(exc: ValidationError, prefix: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+    return f"{loc}: {err['msg']}" if loc else str(err["msg"])
+
+
+def _check_envelope(attributes: Mapping[str, Any]) -> None:
+    for name in REQUIRED_ATTRIBUTES:
+        value = attributes.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise InvalidEvent("missing_attribute", f"required attribute {name!r} is missing")
+    for name in ("id", "source", "type", "subject", "specversion"):
+        if not isinstance(attributes[name], str):
+            raise InvalidEvent("schema_violation", f"{name}: must be a string")
+    if attributes["specversion"] != "1.0":
+        raise InvalidEvent("schema_violation", "specversion: only CloudEvents 1.0 is accepted")
+    if attributes["type"] not in EVENT_DATA_MODELS:
+        raise InvalidEvent("unknown_type", f"type: unknown event type {attributes['type']!r}")
+    if not _SUBJECT.match(attributes["subject"]):
+        raise InvalidEvent(
+            "invalid_subject",
+            "subject: must be 1..128 characters of letters, digits and ._:@-",
+        )
+
+
+def parse_event(
+    attributes: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+    max_future: timedelta = timedelta(days=1),
+    topic_family: str | None = None,
+    record_key: str | None = None,
+) -> CloudEvent:
+    """Validate CloudEvents attributes (with decoded `data`) into a CloudEvent."""
+    _check_envelope(attributes)
+    event_type: str = attributes["type"]
+    try:
+        time = parse_instant(attributes["time"])
+    except ValueError as exc:
+        raise InvalidEvent("schema_violation", f"time: {exc}") from None
+    raw_data = attributes.get("data")
+    if raw_data is not None and not isinstance(raw_data, Mapping):
+        raise InvalidEvent("schema_violation", "data: must be a JSON object")
+    try:
+        data = EVENT_DATA_MODELS[event_type].model_validate(dict(raw_data or {}))
+    except ValidationError as exc:
+        raise InvalidEvent("schema_violation", _describe(exc, "data")) from None
+    content_type = attributes.get("datacontenttype")
+    if content_type is not None and not isinstance(content_type, str):
+        raise InvalidEvent("schema_violation", "datacontenttype: must be a string")
+    if topic_family is not None and event_family(event_type) != topic_family:
+        raise InvalidEvent(
+            "wrong_topic", f"type: {event_type!r} does not belong on the {topic_family} topic"
+        )
+    if record_key is not None and record_key != attributes["subject"]:
+        raise InvalidEvent("key_mismatch", "subject: differs from the record key")
+    if now is not None and time > now + max_future:
+        raise InvalidEvent("future_time", f"time: {time.isoformat()} is too far in the future")
+    return CloudEvent(
+        specversion="1.0",
+        id=attributes["id"],
+        source=attributes["source"],
+        type=event_type,
+        subject=attributes["subject"],
+        time=time,
+        datacontenttype=content_type,
+        data=data,
+    )
+
+
+@cache
+def _schemas() -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = {}
+    for event_type, model in EVENT_DATA_MODELS.items():
+        name = "".join(p.title() for p in event_type.split(".")[-1].split("_")) + "Event"
+        fields: dict[str, Any] = {
+            "specversion": (Literal["1.0"], ...),
+            "id": (str, Field(min_length=1)),
+            "source": (str, Field(min_length=1)),
+            "type": (Literal[event_type], ...),
+            "subject": (str, Field(pattern=SUBJECT_PATTERN)),
+            "time": (UtcDateTime, ...),
+            "datacontenttype": (str | None, None),
+            "data": (model, ...),
+        }
+        envelope = create_model(name, __config__=ConfigDict(extra="allow"), **fields)
+        result[event_type] = envelope.model_json_schema()
+    return result
+
+
+def event_json_schemas() -> dict[str, dict[str, Any]]:
+    """Return a JSON Schema per event type for the whole CloudEvent."""
+    return json.loads(json.dumps(_schemas()))  # type: ignore[no-any-return]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _iso(value: datetime) -> str:
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def make_event(
+    type: str,
+    subject: str,
+    time: datetime,
+    data: Mapping[str, Any],
+    *,
+    id: str | None = None,
+    source: str = "test",
+) -> dict[str, Any]:
+    """Build wire-shaped CloudEvents attributes; the id defaults to a content hash."""
+    body = {
+        "specversion": "1.0",
+        "source": source,
+        "type": type,
+        "subject": subject,
+        "time": _iso(time),
+        "datacontenttype": "application/json",
+        "data": _json_safe(dict(data)),
+    }
+    if id is None:
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        id = f"ev-{digest[:24]}"
+    return {"id": id, **body}

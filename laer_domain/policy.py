@@ -1,0 +1,92 @@
+"""Configurable thresholds of the lifecycle rules (pydantic-settings)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Share = Annotated[Decimal, Field(gt=0, le=1)]
+Days = Annotated[int, Field(ge=1)]
+Score = Annotated[int, Field(ge=0, le=100)]
+Weight = Annotated[Decimal, Field(ge=0)]
+
+
+class Policy(BaseSettings):
+    """Lifecycle thresholds; defaults follow DESIGN.md section 3."""
+
+    model_config = SettingsConfigDict(env_prefix="LAER_POLICY_", frozen=True, extra="forbid")
+
+    # stage transitions
+    renewal_window_days: Days = 90
+    grace_days: Annotated[int, Field(ge=0)] = 14
+    activation_share: Share = Decimal("0.6")
+    activation_days_required: Days = 7
+    activation_window_days: Days = 14
+    # signals
+    expansion_usage_share: Share = Decimal("0.9")
+    escalations_for_risk: Days = 2
+    escalation_window_days: Days = 30
+    nps_detractor_max: Annotated[int, Field(ge=0, le=10)] = 6
+    csat_detractor_max: Annotated[int, Field(ge=0, le=5)] = 2
+    usage_drop_share: Share = Decimal("0.4")
+    usage_drop_days: Days = 7
+    churn_risk_quiet_days: Days = 30
+    adoption_stall_days: Days = 30
+    feature_underused_days: Days = 14
+    key_features: list[str] = Field(default_factory=lambda: ["reports", "integrations"])
+    # health: weighted mean of components, each 0..100
+    health_weight_usage: Weight = Decimal("0.4")
+    health_weight_support: Weight = Decimal("0.3")
+    health_weight_billing: Weight = Decimal("0.3")
+    health_green_min: Score = 70
+    health_red_below: Score = 40
+    health_usage_unknown: Score = 50
+    health_ticket_penalty_low: Score = 2
+    health_ticket_penalty_normal: Score = 5
+    health_ticket_penalty_high: Score = 10
+    health_ticket_penalty_urgent: Score = 20
+    health_escalation_penalty: Score = 15
+    health_detractor_penalty: Score = 30
+    health_survey_relevance_days: Days = 90
+    health_failed_payment_penalty: Score = 35
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        if self.health_red_below > self.health_green_min:
+            raise ValueError("health_red_below must not exceed health_green_min")
+        if self.activation_days_required > self.activation_window_days:
+            raise ValueError("activation_days_required must not exceed activation_window_days")
+        weights = self.health_weight_usage + self.health_weight_support
+        if weights + self.health_weight_billing <= 0:
+            raise ValueError("health_weight_*: at least one weight must be positive")
+        return self
+
+    def ticket_penalty(self, priority: str) -> int:
+        """Return the health penalty for one open ticket of a priority."""
+        penalties = {
+            "low": self.health_ticket_penalty_low,
+            "normal": self.health_ticket_penalty_normal,
+            "high": self.health_ticket_penalty_high,
+            "urgent": self.health_ticket_penalty_urgent,
+        }
+        return penalties.get(priority, self.health_ticket_penalty_normal)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Policy:
+        """Load a TOML or JSON policy file; LAER_POLICY_* environment variables still win."""
+        file_path = Path(path)
+        text = file_path.read_text(encoding="utf-8")
+        raw: Any = json.loads(text) if file_path.suffix == ".json" else tomllib.loads(text)
+        if isinstance(raw, dict) and isinstance(raw.get("policy"), dict):
+            raw = raw["policy"]  # allow a [policy] table in a shared config file
+        if not isinstance(raw, dict):
+            raise ValueError(f"{file_path}: a policy file must hold a table of thresholds")
+        from_env = cls()
+        overrides = from_env.model_dump(include=from_env.model_fields_set)
+        return cls(**{**raw, **overrides})

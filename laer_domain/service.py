@@ -1,0 +1,168 @@
+"""Application service: dedup, park, apply and record events over a repository."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from laer_domain.events import CloudEvent, EventType
+from laer_domain.model import LIVE_STAGES, Account, Stage
+from laer_domain.policy import Policy
+from laer_domain.rules import Outcome, apply_event, sweep
+from laer_domain.signals import HealthChange, Signal, StageChange
+
+
+class LifecycleRepository(Protocol):
+    """Storage the service needs; implemented in memory here and by persistence/."""
+
+    def get(self, account_id: str) -> Account | None:
+        """Return the account or None if it never landed."""
+        ...
+
+    def add_or_update(self, account: Account) -> None:
+        """Store the new state of an account."""
+        ...
+
+    def is_processed(self, key: tuple[str, str]) -> bool:
+        """Return True if the event (source, id) was already handled."""
+        ...
+
+    def mark_processed(self, key: tuple[str, str], account_id: str) -> None:
+        """Remember that the event (source, id) was handled."""
+        ...
+
+    def park(self, event: CloudEvent, origin: Mapping[str, Any] | None) -> None:
+        """Keep an event for an account that has not landed yet."""
+        ...
+
+    def take_parked(self, account_id: str) -> list[CloudEvent]:
+        """Remove and return the parked events of an account."""
+        ...
+
+    def record(self, outcome: Outcome) -> None:
+        """Append the signals, stage changes and health changes of an outcome."""
+        ...
+
+    def record_event(self, event: CloudEvent, account_id: str) -> None:
+        """Append an applied event to the account's timeline."""
+        ...
+
+    def live_account_ids(self) -> list[str]:
+        """Return the ids of accounts that have not churned."""
+        ...
+
+
+@dataclass
+class InMemoryRepository:
+    """A dict-backed repository for tests and playbook authors."""
+
+    accounts: dict[str, Account] = field(default_factory=dict)
+    processed: dict[tuple[str, str], str] = field(default_factory=dict)
+    parked: dict[str, list[tuple[CloudEvent, Mapping[str, Any] | None]]] = field(
+        default_factory=dict
+    )
+    signals: list[Signal] = field(default_factory=list)
+    stage_changes: list[StageChange] = field(default_factory=list)
+    health_changes: list[HealthChange] = field(default_factory=list)
+    events: list[tuple[str, CloudEvent]] = field(default_factory=list)
+
+    def get(self, account_id: str) -> Account | None:
+        """Return the account or None."""
+        return self.accounts.get(account_id)
+
+    def add_or_update(self, account: Account) -> None:
+        """Store the account."""
+        self.accounts[account.id] = account
+
+    def is_processed(self, key: tuple[str, str]) -> bool:
+        """Return True if the key was handled."""
+        return key in self.processed
+
+    def mark_processed(self, key: tuple[str, str], account_id: str) -> None:
+        """Remember the key."""
+        self.processed[key] = account_id
+
+    def park(self, event: CloudEvent, origin: Mapping[str, Any] | None) -> None:
+        """Park an event with its origin."""
+        self.parked.setdefault(event.subject, []).append((event, origin))
+
+    def take_parked(self, account_id: str) -> list[CloudEvent]:
+        """Remove and return parked events."""
+        return [event for event, _ in self.parked.pop(account_id, [])]
+
+    def record(self, outcome: Outcome) -> None:
+        """Append outcome records."""
+        self.signals.extend(outcome.signals)
+        self.stage_changes.extend(outcome.stage_changes)
+        self.health_changes.extend(outcome.health_changes)
+
+    def record_event(self, event: CloudEvent, account_id: str) -> None:
+        """Append to the timeline."""
+        self.events.append((account_id, event))
+
+    def live_account_ids(self) -> list[str]:
+        """Return live account ids, sorted."""
+        return sorted(a.id for a in self.accounts.values() if a.stage in LIVE_STAGES)
+
+
+@dataclass(frozen=True)
+class HandleResult:
+    """What handling one event did."""
+
+    status: Literal["applied", "duplicate", "parked"]
+    outcomes: tuple[Outcome, ...] = ()
+
+    @property
+    def signals(self) -> tuple[Signal, ...]:
+        """Return every signal of every outcome, in order."""
+        return tuple(s for o in self.outcomes for s in o.signals)
+
+
+class LifecycleService:
+    """Handles validated events and sweeps for a repository, using the pure rules."""
+
+    def __init__(self, repo: LifecycleRepository, policy: Policy) -> None:
+        self.repo = repo
+        self.policy = policy
+
+    def _apply(self, account: Account | None, event: CloudEvent) -> Outcome:
+        outcome = apply_event(account, event, self.policy)
+        self.repo.add_or_update(outcome.account)
+        self.repo.record(outcome)
+        self.repo.record_event(event, event.account_id)
+        return outcome
+
+    def handle(self, event: CloudEvent, origin: Mapping[str, Any] | None = None) -> HandleResult:
+        """Apply one event: duplicates are skipped, early events parked until landing."""
+        if self.repo.is_processed(event.key):
+            return HandleResult("duplicate")
+        account = self.repo.get(event.account_id)
+        landing = event.type == EventType.SUBSCRIPTION_STARTED
+        if account is None and not landing:
+            self.repo.park(event, origin)
+            self.repo.mark_processed(event.key, event.account_id)
+            return HandleResult("parked")
+        outcome = self._apply(account, event)
+        self.repo.mark_processed(event.key, event.account_id)
+        outcomes = [outcome]
+        if any(change.to_stage is Stage.LAND for change in outcome.stage_changes):
+            parked = sorted(self.repo.take_parked(event.account_id), key=lambda e: (e.time, e.id))
+            for early in parked:
+                outcomes.append(self._apply(outcomes[-1].account, early))
+        return HandleResult("applied", tuple(outcomes))
+
+    def sweep(self, at: datetime) -> list[Outcome]:
+        """Apply due time-based rules to every live account as of `at`."""
+        outcomes: list[Outcome] = []
+        for account_id in self.repo.live_account_ids():
+            account = self.repo.get(account_id)
+            if account is None:
+                continue
+            outcome = sweep(account, at, self.policy)
+            if outcome.account != account:
+                self.repo.add_or_update(outcome.account)
+                self.repo.record(outcome)
+            outcomes.append(outcome)
+        return outcomes
