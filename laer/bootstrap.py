@@ -68,6 +68,8 @@ def container() -> Container:
         settings = load_settings()
         logging.basicConfig(level=settings.log_level,
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        if settings.log_level != "DEBUG":
+            logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO is per-connection
         _container = Container(settings, Policy())
     return _container
 

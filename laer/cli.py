@@ -138,6 +138,76 @@ def serve(limit: Annotated[int, typer.Option(help="Concurrent flow runs.")] = 8)
     prefect_serve(*deployments, limit=limit, print_starting_message=True)
 
 
+@app.command()
+def up(
+    accounts: Annotated[int, typer.Option(help="Accounts in the simulated cohort.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the cohort (same seed, same events).")] = 7,
+    rate: Annotated[float, typer.Option(help="Events per second to publish; 0 = flat out.")]
+    = 0.0,
+    prefect_port: Annotated[int, typer.Option(help="Port of the local Prefect server/UI.")]
+    = 4200,
+    day_seconds: Annotated[float, typer.Option(help="Length of a playbook day in the demo.")]
+    = 5.0,
+    exit_after_summary: Annotated[bool, typer.Option(
+        "--exit", help="Stop everything after the summary instead of serving.")] = False,
+) -> None:
+    """Run everything locally (Kafka, Prefect server + UI, consumer, dispatcher, playbooks),
+    publish a simulated year of customers, print a summary and serve until Ctrl-C."""
+    from laer.up import UpOptions, run_up
+
+    code = run_up(container(), UpOptions(accounts=accounts, seed=seed, rate=rate,
+                                         prefect_port=prefect_port, day_seconds=day_seconds,
+                                         keep_running=not exit_after_summary), console)
+    raise typer.Exit(code)
+
+
+@app.command()
+def simulate(
+    accounts: Annotated[int, typer.Option(help="Accounts in the cohort.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed (same seed, same events).")] = 7,
+    rate: Annotated[float, typer.Option(help="Events per second; 0 = flat out.")] = 0.0,
+    mode: Annotated[str, typer.Option(help="CloudEvents binding: structured or binary.")]
+    = "structured",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print events as JSON lines.")]
+    = False,
+) -> None:
+    """Publish a reproducible cohort (a year of events) to the configured broker."""
+    import time
+    from datetime import UTC, datetime
+
+    from rich.progress import Progress
+
+    from laer.publish import encode, topic_for
+    from laer.simulate import CohortSpec, batches, cohort
+
+    if mode not in ("structured", "binary"):
+        err.print("[red]--mode must be structured or binary[/red]")
+        raise typer.Exit(2)
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    events = cohort(CohortSpec(accounts=accounts, seed=seed, end=end))
+    if dry_run:
+        for e in events:
+            sys.stdout.write(json.dumps(e) + "\n")
+        return
+    c = container()
+    topics = {family: topic for topic, family in c.settings.kafka.source_topics.items()}
+    producer = c.producer()
+    started, sent = time.monotonic(), 0
+    with Progress(console=err) as bar:
+        task = bar.add_task("publishing", total=len(events))
+        for chunk in batches(events, 500):
+            for e in chunk:
+                key, value, headers = encode(e, mode)  # type: ignore[arg-type]
+                producer.send(topic_for(e, topics), key=key, value=value, headers=headers)
+            producer.flush()
+            sent += len(chunk)
+            bar.update(task, advance=len(chunk))
+            if rate > 0 and (ahead := sent / rate - (time.monotonic() - started)) > 0:
+                time.sleep(ahead)
+    producer.close()
+    console.print(f"published {sent} events for {accounts} accounts (seed {seed})")
+
+
 # --- read side ------------------------------------------------------------------------------
 
 
@@ -211,7 +281,7 @@ def playbooks(as_json: JsonFlag = False) -> None:
     from flows.kit.registry import discover
 
     found = discover()
-    rows = [{"name": d.playbook.name, "deployment": d.playbook.deployment,
+    rows: list[dict[str, Any]] = [{"name": d.playbook.name, "deployment": d.playbook.deployment,
              "triggers": sorted(k.value for k in d.playbook.triggers),
              "stages": sorted(s.value for s in d.playbook.stages),
              "owner": d.playbook.owner.value, "priority": d.playbook.priority,

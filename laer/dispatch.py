@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from uuid import UUID
 import httpx
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import emit_event
 from prefect.exceptions import PrefectHTTPStatusError
 from sqlalchemy import select
@@ -136,13 +138,12 @@ class Dispatcher:
                 coalesced += 1
                 continue
             deployment_id = await self._deployment_id(client, playbook)
-            run = await self._retrying(lambda: client.create_flow_run_from_deployment(
-                deployment_id,
+            tags = [f"playbook:{playbook.name}", f"stage:{signal.stage}",
+                    f"account:{signal.account_id}", f"signal:{signal.kind}"]
+            run = await self._retrying(functools.partial(
+                client.create_flow_run_from_deployment, deployment_id,
                 parameters={"account_id": signal.account_id, "signal_id": signal.id},
-                idempotency_key=key,
-                tags=[f"playbook:{playbook.name}", f"stage:{signal.stage}",
-                      f"account:{signal.account_id}", f"signal:{signal.kind}"],
-            ))
+                idempotency_key=key, tags=tags))
             self._record_run(signal, playbook, key, str(run.id), run.name,
                              run.state.name if run.state else "Scheduled")
             started += 1
@@ -188,7 +189,8 @@ class Dispatcher:
                 return
             ids = [UUID(r.flow_run_id) for r in rows if r.flow_run_id]
             runs = await self._retrying(lambda: client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))))
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
+                sort=FlowRunSort.ID_DESC, limit=len(ids)))
             states = {str(r.id): (r.state.name if r.state else None, r.name) for r in runs}
             for row in rows:
                 state, name = states.get(row.flow_run_id or "", (None, None))
@@ -203,6 +205,9 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 await self.refresh()
+            except Exception:
+                log.exception("refreshing run states failed; dispatching anyway")
+            try:
                 report = await self.drain()
                 if report.signals:
                     log.info("dispatched %d signals: %d runs started, %d coalesced",

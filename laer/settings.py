@@ -1,4 +1,4 @@
-"""Typed settings for every process, read from the environment (prefix `LAER_`, nested with `__`)."""
+"""Typed settings for every process, from the environment (`LAER_` prefix, `__` nesting)."""
 
 from __future__ import annotations
 

@@ -106,7 +106,8 @@ class LocalKafka:
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
+            "listeners": (f"PLAINTEXT://127.0.0.1:{self.port},"
+                          f"CONTROLLER://127.0.0.1:{controller_port}"),
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -152,7 +153,7 @@ class LocalKafka:
         self.home.mkdir(parents=True, exist_ok=True)
         if self.running_pid() is None:
             if _port_open(self.port):
-                raise LocalServiceError(f"Kafka: port {self.port} is already taken by another process")
+                raise LocalServiceError(f"Kafka: port {self.port} is taken by another process")
             libs = ensure_jars(echo=echo)
             state = self.home / "controller.port"
             if state.exists():
@@ -169,7 +170,8 @@ class LocalKafka:
                     capture_output=True, text=True, check=False,
                 )
                 if fmt.returncode != 0:
-                    raise LocalServiceError(f"Kafka: formatting storage failed: {fmt.stderr[-2000:]}")
+                    raise LocalServiceError(
+                        f"Kafka: formatting storage failed: {fmt.stderr[-2000:]}")
             with self.log_file.open("ab") as log:
                 proc = subprocess.Popen(
                     self._java(libs, "kafka.Kafka", str(config)),
@@ -189,7 +191,8 @@ class LocalKafka:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.running_pid() is None:
-                raise LocalServiceError(f"Kafka: broker exited during start-up; see {self.log_file}")
+                raise LocalServiceError(
+                    f"Kafka: broker exited during start-up; see {self.log_file}")
             if _port_open(self.port):
                 try:
                     admin = KafkaAdminClient(bootstrap_servers=self.bootstrap,
@@ -202,7 +205,8 @@ class LocalKafka:
                 except Exception as exc:  # broker still starting: retry until the deadline
                     last = exc
             time.sleep(0.5)
-        raise LocalServiceError(f"Kafka: not ready after {timeout:.0f}s ({last}); see {self.log_file}")
+        raise LocalServiceError(
+            f"Kafka: not ready after {timeout:.0f}s ({last}); see {self.log_file}")
 
     def create_topics(self, topics: Iterable[str], partitions: int) -> None:
         """Create the topics that do not exist yet."""

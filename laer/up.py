@@ -1,0 +1,222 @@
+"""`laer up`: the whole system on one machine, fed by a simulated cohort, until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import func, select
+
+from laer.bootstrap import Container
+from laer.local.kafka import LocalKafka, LocalServiceError
+from laer.local.prefect_server import LocalPrefectServer, prefect_env
+from laer.local.processes import ManagedProcess
+from laer.publish import encode, topic_for
+from laer.simulate import CohortSpec, batches, cohort
+from laer_domain.persistence.tables import (
+    AccountRow,
+    ActionRow,
+    ConsumerOffsetRow,
+    OutboxRow,
+    PlaybookRunRow,
+    SignalRow,
+)
+
+
+@dataclass
+class UpOptions:
+    accounts: int = 200
+    seed: int = 7
+    rate: float = 0.0  # events per second; 0 = as fast as the broker takes them
+    prefect_port: int = 4200
+    day_seconds: float = 5.0  # one playbook "day" lasts this long in the demo
+    keep_running: bool = True
+    wait_timeout_s: float = 900.0
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console)
+
+
+class Up:
+    """Starts every part, publishes the cohort, reports, serves, and stops all it started."""
+
+    def __init__(self, c: Container, options: UpOptions, console: Console) -> None:
+        self.c = c
+        self.o = options
+        self.console = console
+        state = c.settings.state_dir.resolve()
+        port = int(c.settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+        self.kafka = LocalKafka(state / "kafka", port=port)
+        self.prefect = LocalPrefectServer(state / "prefect", port=options.prefect_port)
+        self.processes: list[ManagedProcess] = []
+        self.log_dir = state / "logs"
+        self._stop = False
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            self._start_services()
+            if self._stop:
+                return 130
+            produced = self._publish()
+            self._wait_until_settled(produced)
+            self.console.print(self.summary())
+            self.console.print(f"\nPrefect UI: [bold]{self.prefect.ui_url}[/bold]   "
+                               f"logs: {self.log_dir}   database: {self.c.settings.database_url}")
+            if self.o.keep_running and not self._stop:
+                self.console.print("Serving until Ctrl-C ...")
+                while not self._stop:
+                    self._watch_children()
+                    time.sleep(1)
+            return 0
+        except LocalServiceError as exc:
+            self.console.print(f"[red]{exc}[/red]")
+            return 1
+        finally:
+            self._shutdown()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._stop = True
+
+    def _step(self, text: str, action: Callable[[], Any]) -> Any:
+        with self.console.status(text):
+            result = action()
+        self.console.print(f"[green]✓[/green] {text.rstrip('.')}")
+        return result
+
+    def _start_services(self) -> None:
+        k = self.c.settings.kafka
+        self._step("Starting Kafka (fetching broker jars on first use) ...",
+                   lambda: self.kafka.start(topics=[*k.source_topics, k.dlq_topic],
+                                            partitions=k.partitions))
+        self._step(f"Starting the Prefect server on port {self.o.prefect_port} ...",
+                   self.prefect.start)
+        self._step("Migrating the database ...", self.c.migrate)
+        env = prefect_env(self.prefect.home, api_url=self.prefect.api_url)
+        env.setdefault("LAER_PLAYBOOK_DAY_SECONDS", str(self.o.day_seconds))
+        env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")
+        for name in ("serve", "consume", "dispatch"):
+            self.processes.append(ManagedProcess(name, [name], env, self.log_dir).start())
+        self.console.print("[green]✓[/green] Started consumer, dispatcher and playbook server")
+
+    def _publish(self) -> int:
+        spec = CohortSpec(accounts=self.o.accounts, seed=self.o.seed,
+                          end=datetime.now(UTC).replace(hour=0, minute=0, second=0,
+                                                        microsecond=0))
+        events = cohort(spec)
+        topics = {family: topic for topic, family in self.c.settings.kafka.source_topics.items()}
+        producer = self.c.producer()
+        sent = 0
+        started = time.monotonic()
+        with _progress(self.console) as bar:
+            task = bar.add_task(f"Publishing {spec.accounts} accounts' year", total=len(events))
+            for chunk in batches(events, 500):
+                if self._stop:
+                    break
+                for event in chunk:
+                    key, value, headers = encode(event)
+                    producer.send(topic_for(event, topics), key=key, value=value,
+                                  headers=headers)
+                producer.flush()
+                sent += len(chunk)
+                bar.update(task, advance=len(chunk))
+                if self.o.rate > 0:
+                    ahead = sent / self.o.rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        producer.close()
+        return sent
+
+    def _count(self, query: Any) -> int:
+        with self.c.sessions() as s:
+            return int(s.scalar(query) or 0)
+
+    def _wait_until_settled(self, produced: int) -> None:
+        topics = list(self.c.settings.kafka.source_topics)
+        group = self.c.settings.kafka.group_id
+        consumed_q = select(func.coalesce(func.sum(ConsumerOffsetRow.next_offset), 0)).where(
+            ConsumerOffsetRow.topic.in_(topics), ConsumerOffsetRow.group_id == group)
+        already = self._count(consumed_q)
+        # Offsets count every record ever written to the topics, earlier runs included.
+        ends = self._topic_ends(topics)
+        deadline = time.monotonic() + self.o.wait_timeout_s
+        with _progress(self.console) as bar:
+            ingest = bar.add_task("Ingesting", total=ends, completed=min(already, ends))
+            while not self._stop and time.monotonic() < deadline:
+                done = self._count(consumed_q)
+                bar.update(ingest, completed=min(done, ends))
+                self._watch_children()
+                if done >= ends:
+                    break
+                time.sleep(0.5)
+            pending_q = select(func.count()).select_from(OutboxRow).where(
+                OutboxRow.status == "pending")
+            total = self._count(select(func.count()).select_from(OutboxRow))
+            dispatch = bar.add_task("Dispatching signals to playbooks", total=total)
+            while not self._stop and time.monotonic() < deadline:
+                pending = self._count(pending_q)
+                bar.update(dispatch, completed=total - pending)
+                self._watch_children()
+                if pending == 0:
+                    break
+                time.sleep(0.5)
+        del produced
+
+    def _topic_ends(self, topics: list[str]) -> int:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(**self.c.settings.kafka.client_options())
+        try:
+            parts = [TopicPartition(t, p) for t in topics
+                     for p in sorted(consumer.partitions_for_topic(t) or ())]
+            return int(sum(consumer.end_offsets(parts).values()))
+        finally:
+            consumer.close()
+
+    def _watch_children(self) -> None:
+        for p in self.processes:
+            if not p.alive():
+                raise LocalServiceError(f"{p.name} stopped unexpectedly:\n{p.tail()}")
+
+    def summary(self) -> Table:
+        """Accounts by stage, signals by kind, runs by state, actions by status."""
+        grid = Table.grid(padding=(0, 3))
+        parts = []
+        for title, column in (("accounts by stage", AccountRow.stage),
+                              ("signals by kind", SignalRow.kind),
+                              ("playbook runs by state", PlaybookRunRow.state),
+                              ("actions by status", ActionRow.status)):
+            table = Table("", "count", title=title)
+            with self.c.sessions() as s:
+                for value, n in s.execute(select(column, func.count()).group_by(column)
+                                          .order_by(func.count().desc())):
+                    table.add_row(str(value), str(n))
+            parts.append(table)
+        grid.add_row(*parts[:2])
+        grid.add_row(*parts[2:])
+        return grid
+
+    def _shutdown(self) -> None:
+        self.console.print("Stopping ...")
+        for p in reversed(self.processes):
+            p.stop()
+        self.prefect.stop()
+        self.kafka.stop()
+        self.console.print("Stopped everything `laer up` started.")
+
+
+def run_up(c: Container, options: UpOptions, console: Console) -> int:
+    """Entry point of `laer up`."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return Up(c, options, console).run()
