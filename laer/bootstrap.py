@@ -70,6 +70,7 @@ def container() -> Container:
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
         if settings.log_level != "DEBUG":
             logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO is per-connection
+            logging.getLogger("alembic").setLevel(logging.WARNING)
         _container = Container(settings, Policy())
     return _container
 

@@ -130,11 +130,15 @@ def serve(limit: Annotated[int, typer.Option(help="Concurrent flow runs.")] = 8)
 
     from flows.kit.registry import discover
 
+    from laer.ops_flows import OPS_FLOWS
+
     deployments = [
         d.flow.to_deployment(name="laer", tags=[f"playbook:{d.playbook.name}"],
                              description=d.playbook.description)
         for d in discover()
     ]
+    deployments += [f.to_deployment(name="laer", cron=cron, tags=["ops"])
+                    for f, cron in OPS_FLOWS]
     prefect_serve(*deployments, limit=limit, print_starting_message=True)
 
 
@@ -206,6 +210,49 @@ def simulate(
                 time.sleep(ahead)
     producer.close()
     console.print(f"published {sent} events for {accounts} accounts (seed {seed})")
+
+
+deployments_app = typer.Typer(help="Prefect deployment definitions.", no_args_is_help=True)
+app.add_typer(deployments_app, name="deployments")
+
+
+@deployments_app.command("render")
+def deployments_render(
+    out: Annotated[Path, typer.Option(help="Where to write the prefect.yaml.")]
+    = Path("deployments/prefect.yaml"),
+) -> None:
+    """Write prefect.yaml (work-pool mode) for every playbook and scheduled flow."""
+    from laer.deploy import render_prefect_yaml
+
+    out.write_text(render_prefect_yaml())
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def sweep(at: Annotated[str | None, typer.Option(
+        help="Instant to evaluate (RFC 3339); default now.")] = None,
+          as_json: JsonFlag = False) -> None:
+    """Apply the time-based rules (renewal window, lapsed terms, stalls) as of an instant."""
+    from collections import Counter
+    from datetime import UTC, datetime
+
+    from laer_domain.service import LifecycleService
+
+    instant = datetime.fromisoformat(at) if at else datetime.now(UTC)
+    if instant.tzinfo is None:
+        err.print("[red]--at needs a UTC offset, e.g. 2026-11-23T06:00:00Z[/red]")
+        raise typer.Exit(2)
+    c = container()
+    c.migrate()
+    with c.uow() as uow:
+        outcomes = LifecycleService(uow.accounts, c.policy).sweep(instant)
+        uow.commit()
+    kinds = Counter(s.kind.value for o in outcomes for s in o.signals)
+    if as_json:
+        _print_json({"at": instant.isoformat(), "accounts": len(outcomes), "signals": kinds})
+        return
+    console.print(f"swept {len(outcomes)} accounts at {instant.isoformat()}: "
+                  + (", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) or "no signals"))
 
 
 # --- read side ------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ class UpOptions:
     prefect_port: int = 4200
     day_seconds: float = 5.0  # one playbook "day" lasts this long in the demo
     keep_running: bool = True
-    wait_timeout_s: float = 900.0
+    wait_timeout_s: float = 600.0
+    dispatch_wait_s: float = 240.0  # the summary does not wait for every playbook run
 
 
 def _progress(console: Console) -> Progress:
@@ -164,6 +165,7 @@ class Up:
                 OutboxRow.status == "pending")
             total = self._count(select(func.count()).select_from(OutboxRow))
             dispatch = bar.add_task("Dispatching signals to playbooks", total=total)
+            deadline = min(deadline, time.monotonic() + self.o.dispatch_wait_s)
             while not self._stop and time.monotonic() < deadline:
                 pending = self._count(pending_q)
                 bar.update(dispatch, completed=total - pending)
