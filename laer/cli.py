@@ -129,7 +129,6 @@ def serve(limit: Annotated[int, typer.Option(help="Concurrent flow runs.")] = 8)
     from prefect import serve as prefect_serve
 
     from flows.kit.registry import discover
-
     from laer.ops_flows import OPS_FLOWS
 
     deployments = [

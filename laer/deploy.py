@@ -49,4 +49,4 @@ def render_prefect_yaml(work_pool: str = WORK_POOL) -> str:
               "# Work-pool mode: `prefect work-pool create laer-process --type process`,\n"
               "# `prefect deploy --all` from this folder, then `prefect worker start -p "
               "laer-process`.\n")
-    return header + yaml.safe_dump(doc, sort_keys=False)
+    return header + str(yaml.safe_dump(doc, sort_keys=False))
