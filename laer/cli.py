@@ -306,6 +306,66 @@ def account(account_id: str, as_json: JsonFlag = False) -> None:
 
 
 @app.command()
+def tasks(status: Annotated[str | None, typer.Option(help="Only this status (e.g. open).")]
+          = None, role: Annotated[str | None, typer.Option(help="Only this role.")] = None,
+          as_json: JsonFlag = False) -> None:
+    """List tasks that playbooks assigned to people (role, account, due date, status)."""
+    from sqlalchemy import select
+
+    from laer_domain.persistence.tables import ActionRow
+
+    query = select(ActionRow).where(ActionRow.kind == "task").order_by(ActionRow.due_at)
+    if status:
+        query = query.where(ActionRow.status == status)
+    if role:
+        query = query.where(ActionRow.role == role)
+    with container().sessions() as session:
+        rows = [{"account": a.account_id, "playbook": a.playbook, "role": a.role,
+                 "title": a.subject, "due_at": a.due_at.isoformat() if a.due_at else None,
+                 "status": a.status} for a in session.scalars(query)]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("due", "role", "account", "task", "playbook", "status",
+                  title=f"{len(rows)} tasks")
+    for r in rows:
+        table.add_row(r["due_at"] or "-", r["role"] or "-", r["account"], r["title"],
+                      r["playbook"], r["status"])
+    console.print(table)
+
+
+@app.command()
+def status(interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+           once: Annotated[bool, typer.Option("--once", help="Print once and exit.")] = False,
+           as_json: JsonFlag = False) -> None:
+    """Live overview: consumer lag, events per second, runs in flight, DLQ size."""
+    import time
+
+    from rich.live import Live
+
+    from laer.status import collect, render
+
+    c = container()
+    if once or as_json:
+        snap = collect(c, None)
+        if as_json:
+            _print_json(snap)
+        else:
+            console.print(render(snap))
+        return
+    previous = None
+    with Live(console=console, refresh_per_second=4) as live:
+        try:
+            while True:
+                snap = collect(c, previous)
+                live.update(render(snap))
+                previous = snap
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
 def schema(out: Annotated[Path | None, typer.Option(help="Write one file per type here.")]
            = None) -> None:
     """Print (or write) the JSON Schema of every event type."""
