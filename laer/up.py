@@ -19,6 +19,7 @@ from laer.bootstrap import Container
 from laer.local.kafka import LocalKafka, LocalServiceError
 from laer.local.prefect_server import LocalPrefectServer, prefect_env
 from laer.local.processes import ManagedProcess
+from laer.local.smtp import LocalSmtp
 from laer.publish import encode, topic_for
 from laer.simulate import CohortSpec, batches, cohort
 from laer_domain.persistence.tables import (
@@ -60,6 +61,7 @@ class Up:
         self.kafka = LocalKafka(state / "kafka", port=port)
         self.prefect = LocalPrefectServer(state / "prefect", port=options.prefect_port)
         self.processes: list[ManagedProcess] = []
+        self.smtp = LocalSmtp(state / "mail" / "outbox.mbox", port=c.settings.smtp.port)
         self.log_dir = state / "logs"
         self._stop = False
 
@@ -104,6 +106,8 @@ class Up:
         self._step(f"Starting the Prefect server on port {self.o.prefect_port} ...",
                    self.prefect.start)
         self._step("Migrating the database ...", self.c.migrate)
+        self._step(f"Starting a local SMTP sink on port {self.smtp.port} "
+                   f"(mail kept in {self.smtp.mbox_path}) ...", self.smtp.start)
         env = prefect_env(self.prefect.home, api_url=self.prefect.api_url)
         env.setdefault("LAER_PLAYBOOK_DAY_SECONDS", str(self.o.day_seconds))
         env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")
@@ -213,6 +217,7 @@ class Up:
         self.console.print("Stopping ...")
         for p in reversed(self.processes):
             p.stop()
+        self.smtp.stop()
         self.prefect.stop()
         self.kafka.stop()
         self.console.print("Stopped everything `laer up` started.")

@@ -64,6 +64,10 @@ class LocalPrefectServer:
         log = (self.home / "server.log").open("ab")
         env = prefect_env(self.home, database_url=self.database_url)
         env.pop("PREFECT_API_URL", None)
+        # The UI is a browser app: tell it where this server's API is, not the default port.
+        env.update({"PREFECT_SERVER_API_HOST": "127.0.0.1",
+                    "PREFECT_SERVER_API_PORT": str(self.port),
+                    "PREFECT_UI_API_URL": self.api_url})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
              "--port", str(self.port)],

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from laer.local.kafka import LocalKafka
 from laer.local.prefect_server import LocalPrefectServer, prefect_env
 from laer.local.processes import ManagedProcess
+from laer.local.smtp import LocalSmtp
 from laer.publish import Mode, publish
 from laer_domain.persistence.db import make_engine, upgrade
 from laer_domain.persistence.uow import session_factory
@@ -36,6 +37,7 @@ class Stack:
     sessions: sessionmaker[Session]
     processes: dict[str, ManagedProcess]
     log_dir: Path
+    smtp: LocalSmtp
 
     def produce(self, events: list[Mapping[str, Any]], mode: Mode = "structured") -> None:
         producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
@@ -91,6 +93,10 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     kafka_broker.create_topics([*topics.values(), dlq], partitions=4)
     engine = make_engine(db_url)
     upgrade(engine)
+    from tests.conftest import free_port
+
+    smtp = LocalSmtp(home / "mail.mbox", port=free_port())
+    smtp.start()
     env = prefect_env(home / "prefect-client", api_url=prefect_server.api_url)
     env.update({
         "LAER_DATABASE_URL": db_url,
@@ -103,15 +109,18 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "LAER_KAFKA__GROUP_ID": f"laer-test-{suffix}",
         "LAER_PREFECT__DISPATCH_INTERVAL_S": "0.5",
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "LAER_SMTP__PORT": str(smtp.port),
+        "LAER_PLAYBOOK_DAY_SECONDS": "3600",
         "PYTHONPATH": os.getcwd(),
     })
     log_dir = home / "logs"
     procs = {name: ManagedProcess(name, [name], env, log_dir).start()
              for name in ("serve", "consume", "dispatch")}
     stack = Stack(env, db_url, topics, dlq, kafka_broker.bootstrap, session_factory(engine),
-                  procs, log_dir)
+                  procs, log_dir, smtp)
     yield stack
     codes = {name: p.stop() for name, p in procs.items()}
+    smtp.stop()
     engine.dispose()
     for name, code in codes.items():
         if name == "consume":  # a clean shutdown on SIGTERM is part of the contract
