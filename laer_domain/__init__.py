@@ -29,6 +29,7 @@ from laer_domain.service import (
     InMemoryRepository,
     LifecycleRepository,
     LifecycleService,
+    in_memory_service,
 )
 from laer_domain.signals import Evidence, HealthChange, Signal, SignalKind, StageChange
 
@@ -60,6 +61,7 @@ __all__ = [
     "apply_event",
     "event_family",
     "event_json_schemas",
+    "in_memory_service",
     "make_event",
     "owner_for",
     "parse_event",

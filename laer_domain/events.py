@@ -123,6 +123,7 @@ class InvalidEvent(ValueError):
     """An event that is bad input; `reason` is a machine code, `message` human text."""
 
     def __init__(self, reason: str, message: str) -> None:
+        """Keep the machine reason and the human message apart."""
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
@@ -193,7 +194,8 @@ def _describe(exc: ValidationError, prefix: str) -> str:
 def _check_envelope(attributes: Mapping[str, Any]) -> None:
     for name in REQUIRED_ATTRIBUTES:
         value = attributes.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
+        blank = isinstance(value, str) and not value.strip() and name != "subject"
+        if value is None or blank:  # an empty subject is judged by the subject rule
             raise InvalidEvent("missing_attribute", f"required attribute {name!r} is missing")
     for name in ("id", "source", "type", "subject", "specversion"):
         if not isinstance(attributes[name], str):

@@ -79,8 +79,14 @@ def _provisioned(ctx: Ctx, event: CloudEvent) -> None:
     if acc.went_live_at is None:
         acc.went_live_at = event.time
         details = {"term": acc.term.number, "stage": acc.stage.value}
-        ctx.emit(SignalKind.WentLive, event.time, "first_provisioned", (event.id,), details,
-                 key=f"term{acc.term.number}")
+        ctx.emit(
+            SignalKind.WentLive,
+            event.time,
+            "first_provisioned",
+            (event.id,),
+            details,
+            key=f"term{acc.term.number}",
+        )
     _try_adopt(ctx, event)
 
 
@@ -138,8 +144,14 @@ def _renewed(ctx: Ctx, event: CloudEvent) -> None:
     }
     if acc.stage is Stage.RENEW:
         move(ctx, Stage.ADOPT, event.time, "renewed", event.id, {"term": acc.term.number})
-    ctx.emit(SignalKind.Renewed, event.time, "subscription_renewed", (event.id,), details,
-             key=f"term{acc.term.number}")
+    ctx.emit(
+        SignalKind.Renewed,
+        event.time,
+        "subscription_renewed",
+        (event.id,),
+        details,
+        key=f"term{acc.term.number}",
+    )
 
 
 def _canceled(ctx: Ctx, event: CloudEvent) -> None:
@@ -172,8 +184,7 @@ def _active_users(ctx: Ctx, event: CloudEvent) -> None:
             "seats": seats,
             "share": policy.expansion_usage_share,
         }
-        expansion_opportunity(ctx, event.time, "usage", "seat_usage", event.id, details,
-                              hard=False)
+        expansion_opportunity(ctx, event.time, "usage", "seat_usage", event.id, details, hard=False)
     _evaluate_activation(ctx, event)
 
 
@@ -218,8 +229,14 @@ def _evaluate_activation(ctx: Ctx, event: CloudEvent) -> None:
         "share": policy.activation_share,
         "seats": acc.term.seats,
     }
-    ctx.emit(SignalKind.OutcomeAchieved, event.time, "activation", (event.id,), details,
-             key="activation")
+    ctx.emit(
+        SignalKind.OutcomeAchieved,
+        event.time,
+        "activation",
+        (event.id,),
+        details,
+        key=f"term{acc.term.number}:activation",
+    )
     check_outcome(ctx, event.time, event.id)
 
 
@@ -244,8 +261,9 @@ def _limit_reached(ctx: Ctx, event: CloudEvent) -> None:
     if data.used < data.allowed:
         return
     details = {"limit": data.limit, "used": data.used, "allowed": data.allowed}
-    expansion_opportunity(ctx, event.time, f"limit:{data.limit}", "hard_limit", event.id,
-                          details, hard=True)
+    expansion_opportunity(
+        ctx, event.time, f"limit:{data.limit}", "hard_limit", event.id, details, hard=True
+    )
 
 
 def _outcome(ctx: Ctx, event: CloudEvent) -> None:
@@ -259,8 +277,14 @@ def _outcome(ctx: Ctx, event: CloudEvent) -> None:
         return
     goal.achieved, goal.achieved_at, goal.evidence_event_id = True, event.time, event.id
     details = {"goal": goal.key, "target": goal.target, "value": data.value}
-    ctx.emit(SignalKind.OutcomeAchieved, event.time, "goal_achieved", (event.id,), details,
-             key=goal.key)
+    ctx.emit(
+        SignalKind.OutcomeAchieved,
+        event.time,
+        "goal_achieved",
+        (event.id,),
+        details,
+        key=f"term{ctx.account.term.number}:{goal.key}",
+    )
     check_outcome(ctx, event.time, event.id)
 
 
@@ -291,8 +315,9 @@ def _ticket_escalated(ctx: Ctx, event: CloudEvent) -> None:
             "threshold": policy.escalations_for_risk,
             "tickets": [e.ticket_id for e in recent],
         }
-        trigger_churn_risk(ctx, event.time, "repeated_escalations",
-                           tuple(e.event_id for e in recent), details)
+        trigger_churn_risk(
+            ctx, event.time, "repeated_escalations", tuple(e.event_id for e in recent), details
+        )
 
 
 def _survey(ctx: Ctx, event: CloudEvent) -> None:

@@ -22,9 +22,7 @@ def usage_component(account: Account, policy: Policy) -> int:
         return policy.health_usage_unknown
     latest = max(date.fromisoformat(d) for d in account.daily_active_users)
     first = latest - timedelta(days=6)
-    counts = [
-        c for d, c in account.daily_active_users.items() if date.fromisoformat(d) >= first
-    ]
+    counts = [c for d, c in account.daily_active_users.items() if date.fromisoformat(d) >= first]
     target = policy.activation_share * account.term.seats
     if target <= 0:
         return 100

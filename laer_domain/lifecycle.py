@@ -98,9 +98,7 @@ class Ctx:
                 account_id=acc.id,
                 at=at,
                 stage=acc.stage,
-                evidence=Evidence(
-                    rule=rule, event_ids=event_ids, details=jsonable(details or {})
-                ),
+                evidence=Evidence(rule=rule, event_ids=event_ids, details=jsonable(details or {})),
             )
         )
 
@@ -125,15 +123,17 @@ def move(
         raise IllegalTransition(f"{frm} -> {to}")
     at = max(at, acc.stage_since)  # a stage never starts before the previous one
     acc.stage, acc.stage_since, acc.owner = to, at, owner_for(to)
+    acc.transitions += 1
+    nth = f"#{acc.transitions}"
     ctx.stage_changes.append(
         StageChange(
             account_id=acc.id, from_stage=frm, to_stage=to, at=at, reason=reason, event_id=event_id
         )
     )
     info = {"from": frm.value, "to": to.value, **(details or {})}
-    ctx.emit(SignalKind.StageChanged, at, reason, ids(event_id), info, key=f"{frm}->{to}")
+    ctx.emit(SignalKind.StageChanged, at, reason, ids(event_id), info, key=f"{frm}->{to}{nth}")
     if to is Stage.LAND:
-        ctx.emit(SignalKind.AccountLanded, at, reason, ids(event_id), info, key="land")
+        ctx.emit(SignalKind.AccountLanded, at, reason, ids(event_id), info, key="land" + nth)
     elif to is Stage.ADOPT:
         ctx.unmark("adoption_stalled")
         check_outcome(ctx, at, event_id)
@@ -145,7 +145,7 @@ def move(
         acc.churned_at, acc.churn_reason = at, reason
         acc.cancellation, acc.churn_risk = None, None
         acc.held_opportunities = []
-        ctx.emit(SignalKind.Churned, at, reason, ids(event_id), info, key="churned")
+        ctx.emit(SignalKind.Churned, at, reason, ids(event_id), info, key="churned" + nth)
 
 
 def check_outcome(ctx: Ctx, at: datetime, event_id: str | None) -> None:
@@ -164,8 +164,14 @@ def check_outcome(ctx: Ctx, at: datetime, event_id: str | None) -> None:
         if not acc.goals and acc.activation_event_id:
             evidence = [acc.activation_event_id]
         goals = [g.key for g in acc.goals] or ["activation"]
-        move(ctx, Stage.EXPAND, at, "outcome_achieved", event_id, {"goals": goals,
-             "evidence_event_ids": evidence})
+        move(
+            ctx,
+            Stage.EXPAND,
+            at,
+            "outcome_achieved",
+            event_id,
+            {"goals": goals, "evidence_event_ids": evidence},
+        )
 
 
 def release_held(ctx: Ctx, at: datetime) -> None:
@@ -173,8 +179,12 @@ def release_held(ctx: Ctx, at: datetime) -> None:
     for held in ctx.account.held_opportunities:
         details: dict[str, Any] = {**held.details, "held_since": iso(held.seen_at)}
         ctx.emit(
-            SignalKind.ExpansionOpportunity, at, held.rule, tuple(held.event_ids), details,
-            key=held.key,
+            SignalKind.ExpansionOpportunity,
+            at,
+            held.rule,
+            tuple(held.event_ids),
+            details,
+            key=f"term{ctx.account.term.number}:{held.key}",
         )
     ctx.account.held_opportunities = []
 
@@ -194,7 +204,14 @@ def expansion_opportunity(
         return
     acc = ctx.account
     if hard or acc.stage in (Stage.EXPAND, Stage.RENEW):
-        ctx.emit(SignalKind.ExpansionOpportunity, at, rule, (event_id,), details, key=key)
+        ctx.emit(
+            SignalKind.ExpansionOpportunity,
+            at,
+            rule,
+            (event_id,),
+            details,
+            key=f"term{acc.term.number}:{key}",
+        )
         return
     acc.held_opportunities.append(
         HeldOpportunity(
@@ -216,7 +233,10 @@ def trigger_churn_risk(
             risk.rules = [*risk.rules, rule][-MAX_RISK_RULES:]
         return
     acc.churn_risk = ChurnRisk(since=at, last_trigger_at=at, last_rule=rule, rules=[rule])
-    ctx.emit(SignalKind.ChurnRiskRaised, at, rule, event_ids, details, key=rule)
+    acc.risks_opened += 1
+    ctx.emit(
+        SignalKind.ChurnRiskRaised, at, rule, event_ids, details, key=f"{rule}#{acc.risks_opened}"
+    )
     check_renewal_at_risk(ctx, at, event_ids[0] if event_ids else None)
 
 
@@ -237,7 +257,9 @@ def check_renewal_at_risk(ctx: Ctx, at: datetime, event_id: str | None) -> None:
         "health_score": acc.health.score if acc.health else None,
         "health_band": acc.health.band if acc.health else None,
     }
-    ctx.emit(SignalKind.RenewalAtRisk, at, rule, ids(event_id), details, key="renew")
+    ctx.emit(
+        SignalKind.RenewalAtRisk, at, rule, ids(event_id), details, key=f"term{acc.term.number}"
+    )
 
 
 def refresh_health(ctx: Ctx, at: datetime, event_id: str | None = None) -> None:

@@ -168,6 +168,8 @@ class Account(BaseModel):
     landed_at: UtcDateTime
     clock: UtcDateTime
     wins_back: int = 0
+    transitions: int = 0  # stage changes so far; keeps signal ids unique
+    risks_opened: int = 0
     term: Term
     goals: list[Goal] = Field(default_factory=list)
     activation_achieved_at: UtcDateTime | None = None

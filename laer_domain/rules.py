@@ -48,9 +48,11 @@ def _fresh_account(event: CloudEvent, previous: Account | None) -> Account:
         landed_at=event.time,
         clock=max(event.time, previous.clock) if previous else event.time,
         wins_back=previous.wins_back + 1 if previous else 0,
+        transitions=previous.transitions if previous else 1,
+        risks_opened=previous.risks_opened if previous else 0,
         term=term,
         goals=goals_from(data.goals),
-        contacts=list(data.contacts),
+        contacts=list(data.contacts) or (list(previous.contacts) if previous else []),
         last_event_at=event.time,
     )
 
@@ -61,13 +63,23 @@ def _land(ctx: Ctx | None, event: CloudEvent, policy: Policy) -> Ctx:
         acc = new.account
         new.stage_changes.append(
             StageChange(
-                account_id=acc.id, from_stage=None, to_stage=Stage.LAND, at=event.time,
-                reason="subscription_started", event_id=event.id,
+                account_id=acc.id,
+                from_stage=None,
+                to_stage=Stage.LAND,
+                at=event.time,
+                reason="subscription_started",
+                event_id=event.id,
             )
         )
         details = {"to": Stage.LAND.value, "plan": acc.term.plan, "seats": acc.term.seats}
-        new.emit(SignalKind.AccountLanded, event.time, "subscription_started", (event.id,),
-                 details, key="land")
+        new.emit(
+            SignalKind.AccountLanded,
+            event.time,
+            "subscription_started",
+            (event.id,),
+            details,
+            key="land#1",
+        )
         return new
     ctx.account = _fresh_account(event, ctx.account)  # win-back: a clean slate, still churned
     ctx.account.owner = owner_for(Stage.CHURNED)

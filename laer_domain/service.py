@@ -124,6 +124,7 @@ class LifecycleService:
     """Handles validated events and sweeps for a repository, using the pure rules."""
 
     def __init__(self, repo: LifecycleRepository, policy: Policy) -> None:
+        """Use `repo` for storage and `policy` for thresholds."""
         self.repo = repo
         self.policy = policy
 
@@ -166,3 +167,8 @@ class LifecycleService:
                 self.repo.record(outcome)
             outcomes.append(outcome)
         return outcomes
+
+
+def in_memory_service(policy: Policy | None = None) -> LifecycleService:
+    """Return a service over a fresh InMemoryRepository (tests, playbook authors)."""
+    return LifecycleService(InMemoryRepository(), policy or Policy())

@@ -26,16 +26,21 @@ def _renewal_window_signal(ctx: Ctx, at: datetime) -> None:
         "stage": acc.stage.value,
     }
     ctx.emit(
-        SignalKind.RenewalWindowOpened, at, "renewal_window", (), details,
+        SignalKind.RenewalWindowOpened,
+        at,
+        "renewal_window",
+        (),
+        details,
         key=f"term{acc.term.number}",
     )
     if acc.stage is Stage.LAND and ctx.mark("renewal_at_risk"):
-        ctx.emit(SignalKind.RenewalAtRisk, at, "still_in_land", (), details, key="land")
+        ctx.emit(
+            SignalKind.RenewalAtRisk, at, "still_in_land", (), details, key=f"term{acc.term.number}"
+        )
 
 
 def _renewal_window_move(ctx: Ctx, at: datetime) -> None:
-    details = {"term_end": iso(ctx.account.term.end),
-               "window_days": ctx.policy.renewal_window_days}
+    details = {"term_end": iso(ctx.account.term.end), "window_days": ctx.policy.renewal_window_days}
     move(ctx, Stage.RENEW, at, "renewal_window", None, details)
 
 
@@ -61,8 +66,12 @@ def _adoption_stalled(ctx: Ctx, at: datetime) -> None:
         "pending_goals": pending,
     }
     ctx.emit(
-        SignalKind.AdoptionStalled, at, "adoption_stalled", (), details,
-        key=iso(acc.stage_since),
+        SignalKind.AdoptionStalled,
+        at,
+        "adoption_stalled",
+        (),
+        details,
+        key=f"adopt#{acc.transitions}",
     )
 
 
@@ -81,7 +90,14 @@ def _feature_underused(ctx: Ctx, at: datetime) -> None:
             "days": ctx.policy.feature_underused_days,
             "last_used": stat.last_used if stat else None,
         }
-        ctx.emit(SignalKind.FeatureUnderused, at, "feature_underused", (), details, key=feature)
+        ctx.emit(
+            SignalKind.FeatureUnderused,
+            at,
+            "feature_underused",
+            (),
+            details,
+            key=f"term{acc.term.number}:{feature}",
+        )
 
 
 def _churn_risk_expiry(ctx: Ctx, at: datetime) -> None:
@@ -110,11 +126,17 @@ def _due(ctx: Ctx) -> list[tuple[datetime, int, Rule]]:
         and acc.outcome_achieved_at is None
         and not acc.has_fired("adoption_stalled")
     ):
-        due.append((acc.stage_since + timedelta(days=policy.adoption_stall_days), 4,
-                    _adoption_stalled))
+        due.append(
+            (acc.stage_since + timedelta(days=policy.adoption_stall_days), 4, _adoption_stalled)
+        )
     if acc.went_live_at is not None and not acc.has_fired("feature_underused"):
-        due.append((acc.went_live_at + timedelta(days=policy.feature_underused_days), 5,
-                    _feature_underused))
+        due.append(
+            (
+                acc.went_live_at + timedelta(days=policy.feature_underused_days),
+                5,
+                _feature_underused,
+            )
+        )
     if acc.churn_risk is not None:
         quiet = timedelta(days=policy.churn_risk_quiet_days)
         due.append((acc.churn_risk.last_trigger_at + quiet, 6, _churn_risk_expiry))
@@ -130,4 +152,3 @@ def advance(ctx: Ctx, until: datetime) -> None:
         instant, _, rule = min(due, key=lambda d: (d[0], d[1]))
         rule(ctx, max(instant, ctx.account.landed_at))  # nothing is due before landing
     raise RuntimeError("time-based rules did not settle")  # pragma: no cover
-

@@ -1,0 +1,510 @@
+"""Scenario tests walking accounts through whole lifecycles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from decimal import Decimal
+
+from domain_sim import T0, Sim, day, invoice
+
+from laer_domain import Role, Signal, SignalKind, Stage
+
+K = SignalKind
+GOALS = [{"key": "tickets_closed", "target": 100}, {"key": "csat_avg", "target": "4.5"}]
+
+
+def core(signals: Iterable[Signal]) -> list[SignalKind]:
+    """Return signal kinds without FeatureUnderused (key features go unused in most tests)."""
+    return [s.kind for s in signals if s.kind is not K.FeatureUnderused]
+
+
+def test_full_cycle_with_goals_and_renewal(sim: Sim) -> None:
+    landed = sim.start(goals=GOALS, seats=10)
+    assert [s.kind for s in landed.signals] == [K.AccountLanded]
+    assert sim.stage() is Stage.LAND and sim.account().owner is Role.SALES
+
+    sim.send("billing.invoice_paid", day(1), invoice())
+    assert sim.stage() is Stage.LAND  # committed but not functional yet
+    result = sim.send("usage.provisioned", day(2))
+    assert [s.kind for s in result.signals] == [K.WentLive, K.StageChanged]
+    moved = result.signals[1]
+    assert moved.evidence.rule == "committed_and_functional"
+    assert moved.evidence.details["from"] == "land" and moved.evidence.details["to"] == "adopt"
+    assert moved.evidence.event_ids == (result.outcomes[0].stage_changes[0].event_id,)
+    assert sim.stage() is Stage.ADOPT and sim.account().owner is Role.CUSTOMER_SUCCESS
+
+    # 9 of 10 seats active: an opportunity, held while adopting
+    held = sim.active(day(5), 9)
+    assert K.ExpansionOpportunity not in [s.kind for s in held.signals]
+    assert sim.account().held_opportunities[0].rule == "seat_usage"
+
+    sim.send("usage.outcome_achieved", day(10), {"goal": "tickets_closed", "value": 50})
+    assert sim.signals(K.OutcomeAchieved) == []
+    first = sim.send("usage.outcome_achieved", day(12), {"goal": "tickets_closed", "value": 120})
+    assert [s.kind for s in first.signals] == [K.OutcomeAchieved]
+    assert first.signals[0].evidence.details == {
+        "goal": "tickets_closed",
+        "target": "100",
+        "value": "120",
+    }
+    assert sim.stage() is Stage.ADOPT  # one goal is still open
+
+    done = sim.send("usage.outcome_achieved", day(20), {"goal": "csat_avg", "value": "4.6"})
+    assert core(done.signals) == [K.OutcomeAchieved, K.StageChanged, K.ExpansionOpportunity]
+    assert len(sim.signals(K.FeatureUnderused)) == 2
+    assert sim.stage() is Stage.EXPAND and sim.account().owner is Role.SALES
+    released = sim.one(K.ExpansionOpportunity)
+    assert released.at == day(20) and released.stage is Stage.EXPAND
+    assert released.evidence.rule == "seat_usage"
+    assert released.evidence.details["count"] == 9
+    assert released.evidence.details["held_since"] == "2025-01-06T00:00:00Z"
+    assert released.evidence.event_ids == (
+        held.outcomes[0].account.held_opportunities[0].event_ids[0],
+    )
+
+    # the daily sweep opens the renewal window at term_end - 90 days
+    sim.sweep(day(300))
+    window = sim.one(K.RenewalWindowOpened)
+    assert window.at == day(365 - 90)
+    assert window.evidence.details["window_days"] == 90
+    assert sim.stage() is Stage.RENEW and sim.account().stage_since == day(275)
+    assert sim.account().owner is Role.RENEWAL_MANAGER
+    assert sim.signals(K.RenewalAtRisk) == []
+
+    renewed = sim.send(
+        "billing.subscription_renewed",
+        day(360),
+        {
+            "term_start": day(365).isoformat(),
+            "term_end": day(730).isoformat(),
+            "plan": "enterprise",
+            "seats": 25,
+            "mrr": 2000,
+            "goals": [{"key": "automations", "target": 10}],
+        },
+    )
+    assert [s.kind for s in renewed.signals] == [K.StageChanged, K.Renewed]
+    assert renewed.signals[1].evidence.details["early"] is False
+    account = sim.account()
+    assert account.stage is Stage.ADOPT and account.term.number == 2
+    assert account.term.seats == 25 and account.term.mrr == Decimal(2000)
+    assert [g.key for g in account.goals] == ["automations"]
+    assert not any(g.achieved for g in account.goals)  # achievements do not carry over
+    assert account.outcome_achieved_at is None
+    assert sim.transitions() == [
+        (None, "land"),
+        ("land", "adopt"),
+        ("adopt", "expand"),
+        ("expand", "renew"),
+        ("renew", "adopt"),
+    ]
+    # an old-term goal key counts for nothing in the new term
+    sim.send("usage.outcome_achieved", day(370), {"goal": "tickets_closed", "value": 999})
+    assert sim.stage() is Stage.ADOPT
+    assert len(sim.signals(K.OutcomeAchieved)) == 2
+
+    # the second term lapses: adopt -> renew -> churned, then a win-back lands again
+    sim.sweep(day(800))
+    assert sim.stage() is Stage.CHURNED
+    assert sim.one(K.Churned).at == day(730 + 14)
+    sim.start(day(900), goals=[])
+    sim.go_live(day(901))
+    assert sim.stage() is Stage.ADOPT
+    assert sim.transitions()[5:] == [
+        ("adopt", "renew"),
+        ("renew", "churned"),
+        ("churned", "land"),
+        ("land", "adopt"),
+    ]
+    assert len(sim.signals(K.RenewalWindowOpened)) == 2
+
+
+def test_outcome_for_undeclared_goal_counts_for_nothing(sim: Sim) -> None:
+    sim.start(goals=[{"key": "g", "target": 1}])
+    sim.go_live(day(1))
+    sim.send("usage.outcome_achieved", day(2), {"goal": "other", "value": 5})
+    assert sim.stage() is Stage.ADOPT and sim.signals(K.OutcomeAchieved) == []
+
+
+def test_goal_achieved_in_land_moves_on_through_adopt(sim: Sim) -> None:
+    sim.start(goals=[{"key": "g", "target": 1}])
+    sim.send("usage.outcome_achieved", day(1), {"goal": "g", "value": 1})
+    assert sim.stage() is Stage.LAND
+    sim.go_live(day(2))
+    assert sim.stage() is Stage.EXPAND
+    assert sim.transitions()[-2:] == [("land", "adopt"), ("adopt", "expand")]
+
+
+def test_activation_without_goals(sim: Sim) -> None:
+    sim.start(seats=10)  # no goals: 60 % of seats on 7 of the last 14 days
+    sim.go_live(day(1))
+    for n in range(2, 8):
+        sim.active(day(n), 6)
+    sim.active(day(8), 5)  # 50 %: does not qualify
+    assert sim.stage() is Stage.ADOPT
+    result = sim.active(day(9), 7)
+    assert [s.kind for s in result.signals][:2] == [K.OutcomeAchieved, K.StageChanged]
+    evidence = result.signals[0].evidence
+    assert evidence.rule == "activation" and evidence.details["goal"] == "activation"
+    assert evidence.details["qualifying_days"] == [
+        "2025-01-03",
+        "2025-01-04",
+        "2025-01-05",
+        "2025-01-06",
+        "2025-01-07",
+        "2025-01-08",
+        "2025-01-10",
+    ]
+    assert sim.stage() is Stage.EXPAND
+
+
+def test_activation_correction_and_window(sim: Sim) -> None:
+    sim.start(seats=10)
+    sim.go_live(day(1))
+    for n in range(2, 8):
+        sim.active(day(n), 8)  # six qualifying days
+    sim.send("usage.active_users", day(7, 12), {"date": day(7).date().isoformat(), "count": 2})
+    assert len(sim.account().daily_active_users) == 6
+    sim.active(day(8), 9)  # 6th qualifying day only, since day 7 was corrected down
+    assert sim.stage() is Stage.ADOPT
+    # a report 20 days later: the 14-day window ending there holds no old days
+    sim.active(day(28), 9)
+    assert sim.stage() is Stage.ADOPT
+    for n in range(29, 35):
+        sim.active(day(n), 9)
+    assert sim.stage() is Stage.EXPAND
+    assert sim.one(K.OutcomeAchieved).evidence.details["qualifying_days"][0] == "2025-01-29"
+
+
+def test_adoption_stalled_is_stamped_when_due(sim: Sim) -> None:
+    sim.start(goals=[{"key": "g", "target": 10}])
+    sim.go_live(day(1))
+    sim.sweep(day(30))
+    assert sim.signals(K.AdoptionStalled) == []
+    sim.sweep(day(45))
+    stalled = sim.one(K.AdoptionStalled)
+    assert stalled.at == day(31) and stalled.stage is Stage.ADOPT
+    assert stalled.evidence.details["pending_goals"] == ["g"]
+    assert stalled.evidence.details["stall_days"] == 30
+    sim.sweep(day(60))
+    assert len(sim.signals(K.AdoptionStalled)) == 1  # once per stint in adopt
+
+
+def test_stall_is_applied_before_a_later_event(sim: Sim) -> None:
+    sim.start(goals=[{"key": "g", "target": 10}])
+    sim.go_live(day(1))
+    result = sim.send("usage.outcome_achieved", day(40), {"goal": "g", "value": 10})
+    assert core(result.signals)[:2] == [K.AdoptionStalled, K.OutcomeAchieved]
+    assert sim.one(K.AdoptionStalled).at == day(31)
+
+
+def test_no_stall_when_outcome_reached_in_time(sim: Sim) -> None:
+    sim.start(goals=[{"key": "g", "target": 10}])
+    sim.go_live(day(1))
+    sim.send("usage.outcome_achieved", day(20), {"goal": "g", "value": 11})
+    sim.sweep(day(90))
+    assert sim.signals(K.AdoptionStalled) == []
+
+
+def test_feature_underused_after_go_live(sim: Sim) -> None:
+    sim.start()
+    sim.send("billing.invoice_paid", day(1), invoice())
+    sim.send("usage.provisioned", day(2))
+    sim.send("usage.feature_used", day(5), {"feature": "reports", "count": 3})
+    sim.send("usage.feature_used", day(6), {"feature": "integrations", "count": 0})
+    sim.sweep(day(15, 23))
+    assert sim.signals(K.FeatureUnderused) == []
+    sim.sweep(day(20))
+    underused = sim.one(K.FeatureUnderused)
+    assert underused.at == day(16)
+    assert underused.evidence.details["feature"] == "integrations"
+    assert underused.evidence.details["went_live_at"] == "2025-01-03T00:00:00Z"
+    sim.sweep(day(40))
+    assert len(sim.signals(K.FeatureUnderused)) == 1
+
+
+def test_hard_limit_is_raised_in_adopt(sim: Sim) -> None:
+    sim.start()
+    sim.go_live(day(1))
+    near = sim.send("usage.limit_reached", day(3), {"limit": "storage", "used": 9, "allowed": 10})
+    assert near.signals == ()
+    hit = sim.send("usage.limit_reached", day(4), {"limit": "storage", "used": 10, "allowed": 10})
+    [signal] = hit.signals
+    assert signal.kind is K.ExpansionOpportunity and signal.stage is Stage.ADOPT
+    assert signal.evidence.rule == "hard_limit"
+    assert signal.evidence.details == {"limit": "storage", "used": 10, "allowed": 10}
+    again = sim.send("usage.limit_reached", day(5), {"limit": "storage", "used": 11, "allowed": 10})
+    assert again.signals == ()  # once per limit and term
+    assert sim.stage() is Stage.ADOPT
+
+
+def test_usage_opportunity_raised_at_once_in_expand(sim: Sim) -> None:
+    sim.start(goals=[{"key": "g", "target": 1}])
+    sim.go_live(day(1))
+    sim.send("usage.outcome_achieved", day(2), {"goal": "g", "value": 1})
+    result = sim.active(day(3), 9)
+    assert [s.kind for s in result.signals] == [K.ExpansionOpportunity]
+    assert result.signals[0].stage is Stage.EXPAND
+
+
+def test_early_renewal_passes_through_renew(sim: Sim) -> None:
+    sim.start()
+    sim.go_live(day(1))
+    result = sim.send(
+        "billing.subscription_renewed",
+        day(100),
+        {
+            "term_start": day(365).isoformat(),
+            "term_end": day(730).isoformat(),
+            "plan": "pro",
+            "seats": 12,
+            "mrr": 1000,
+        },
+    )
+    assert core(result.signals) == [
+        K.AdoptionStalled,
+        K.StageChanged,
+        K.StageChanged,
+        K.Renewed,
+    ]
+    assert sim.transitions()[-2:] == [("adopt", "renew"), ("renew", "adopt")]
+    assert sim.signals(K.StageChanged)[-2].evidence.rule == "early_renewal"
+    assert sim.one(K.Renewed).evidence.details["early"] is True
+    assert sim.stage() is Stage.ADOPT and sim.account().term.end == day(730)
+    assert sim.account().stage_since == day(100)
+    sim.sweep(day(500))
+    assert sim.stage() is Stage.ADOPT  # the window now follows the new term
+
+
+def test_land_stays_land_when_window_opens(sim: Sim) -> None:
+    sim.start(days=120)
+    sim.send("billing.invoice_paid", day(1), invoice())  # never provisioned
+    sim.sweep(day(40))
+    assert sim.stage() is Stage.LAND
+    window = sim.one(K.RenewalWindowOpened)
+    at_risk = sim.one(K.RenewalAtRisk)
+    assert window.at == at_risk.at == day(30)
+    assert at_risk.evidence.rule == "still_in_land" and at_risk.stage is Stage.LAND
+    # going live later enters adopt and, the window being open, renew at once
+    sim.send("usage.provisioned", day(50))
+    assert sim.transitions()[-2:] == [("land", "adopt"), ("adopt", "renew")]
+    assert len(sim.signals(K.RenewalWindowOpened)) == 1
+
+
+def test_short_term_landing_opens_window_at_landing(sim: Sim) -> None:
+    result = sim.start(days=60)
+    assert [s.kind for s in result.signals] == [
+        K.AccountLanded,
+        K.RenewalWindowOpened,
+        K.RenewalAtRisk,
+    ]
+    assert all(s.at == T0 for s in result.signals)
+
+
+def test_renewal_at_risk_with_open_churn_risk(sim: Sim) -> None:
+    sim.start()
+    sim.go_live(day(1))
+    sim.send("support.survey_response", day(270), {"kind": "nps", "score": 2})
+    sim.sweep(day(280))
+    at_risk = sim.one(K.RenewalAtRisk)
+    assert at_risk.at == day(275) and at_risk.stage is Stage.RENEW
+    assert at_risk.evidence.rule == "open_churn_risk"
+    assert at_risk.evidence.details["churn_risk_rules"] == ["nps_detractor"]
+
+
+def test_renewal_at_risk_when_risk_raised_in_renew(sim: Sim) -> None:
+    sim.start()
+    sim.go_live(day(1))
+    sim.sweep(day(280))
+    assert sim.stage() is Stage.RENEW and sim.signals(K.RenewalAtRisk) == []
+    result = sim.send(
+        "billing.payment_failed",
+        day(290),
+        {
+            "invoice_id": "i9",
+            "amount": 990,
+            "currency": "EUR",
+            "attempt": 1,
+        },
+    )
+    assert [s.kind for s in result.signals] == [K.ChurnRiskRaised, K.RenewalAtRisk]
+
+
+def test_future_cancellation_churns_at_effective_at(sim: Sim) -> None:
+    sim.start()
+    sim.go_live(day(1))
+    sim.send(
+        "billing.subscription_canceled",
+        day(10),
+        {
+            "effective_at": day(40).isoformat(),
+            "reason": "budget",
+        },
+    )
+    assert sim.stage() is Stage.ADOPT
+    sim.sweep(day(39))
+    assert sim.stage() is Stage.ADOPT
+    late = sim.send("support.ticket_opened", day(45), {"ticket_id": "t1", "priority": "low"})
+    assert [s.kind for s in late.signals] == [K.StageChanged, K.Churned]
+    churned = sim.one(K.Churned)
+    assert churned.at == day(40) and churned.stage is Stage.CHURNED
+    assert churned.evidence.rule == "canceled"
+    assert churned.evidence.details["cancel_reason"] == "budget"
+    assert sim.stage() is Stage.CHURNED and sim.account().stage_since == day(40)
+    assert "t1" not in sim.account().open_tickets  # churned: recorded, not applied
+
+
+def test_past_effective_at_churns_at_effective_at(sim: Sim) -> None:
+    sim.start()
+    sim.go_live(day(1))
+    sim.send(
+        "billing.subscription_canceled",
+        day(20),
+        {
+            "effective_at": day(15).isoformat(),
+            "reason": "switching",
+        },
+    )
+    assert sim.stage() is Stage.CHURNED
+    assert sim.one(K.Churned).at == day(15)
+
+
+def test_lapsed_term_goes_through_renew_to_churned(sim: Sim) -> None:
+    sim.start()
+    sim.go_live(day(1))
+    sim.sweep(day(500))
+    assert sim.transitions()[-2:] == [("adopt", "renew"), ("renew", "churned")]
+    changes = [c for c in sim.repo.stage_changes if c.account_id == "acme"][-2:]
+    assert [c.at for c in changes] == [day(275), day(365 + 14)]
+    churned = sim.one(K.Churned)
+    assert churned.evidence.rule == "term_lapsed" and churned.evidence.details["grace_days"] == 14
+
+
+def test_renewal_within_grace_keeps_the_account(sim: Sim) -> None:
+    sim.start()
+    sim.go_live(day(1))
+    sim.send(
+        "billing.subscription_renewed",
+        day(370),
+        {
+            "term_start": day(365).isoformat(),
+            "term_end": day(730).isoformat(),
+            "plan": "pro",
+            "seats": 10,
+            "mrr": 990,
+        },
+    )
+    assert sim.stage() is Stage.ADOPT
+    assert sim.signals(K.Churned) == []
+
+
+def test_churned_account_records_events_but_raises_nothing(sim: Sim) -> None:
+    sim.start()
+    sim.go_live(day(1))
+    sim.sweep(day(400))
+    assert sim.stage() is Stage.CHURNED
+    before = len(sim.repo.signals)
+    for kind, data in [
+        (
+            "billing.payment_failed",
+            {"invoice_id": "x", "amount": 1, "currency": "EUR", "attempt": 1},
+        ),
+        (
+            "billing.subscription_renewed",
+            {
+                "term_start": day(400).isoformat(),
+                "term_end": day(765).isoformat(),
+                "plan": "pro",
+                "seats": 1,
+                "mrr": 1,
+            },
+        ),
+        ("usage.limit_reached", {"limit": "x", "used": 5, "allowed": 1}),
+        ("support.survey_response", {"kind": "csat", "score": 1}),
+    ]:
+        result = sim.send(kind, day(401), data)
+        assert result.status == "applied" and result.signals == ()
+    assert len(sim.repo.signals) == before and sim.stage() is Stage.CHURNED
+    assert len([e for a, e in sim.repo.events if a == "acme"]) == 2 + 1 + 4
+
+
+def test_win_back_needs_paid_and_provisioned_again(sim: Sim) -> None:
+    sim.start()
+    sim.go_live(day(1))
+    sim.send(
+        "billing.subscription_canceled",
+        day(30),
+        {
+            "effective_at": day(30).isoformat(),
+            "reason": "budget",
+        },
+    )
+    assert sim.stage() is Stage.CHURNED
+    back = sim.start(day(200), seats=5)
+    assert [s.kind for s in back.signals] == [K.StageChanged, K.AccountLanded]
+    assert back.signals[0].evidence.rule == "win_back"
+    account = sim.account()
+    assert account.stage is Stage.LAND and account.wins_back == 1 and account.term.number == 2
+    assert account.committed_at is None and account.functional_at is None
+    sim.send("billing.invoice_paid", day(201), invoice(2))
+    assert sim.stage() is Stage.LAND
+    live = sim.send("usage.provisioned", day(202))
+    assert [s.kind for s in live.signals] == [K.WentLive, K.StageChanged]
+    assert sim.transitions() == [
+        (None, "land"),
+        ("land", "adopt"),
+        ("adopt", "churned"),
+        ("churned", "land"),
+        ("land", "adopt"),
+    ]
+    assert len(sim.signals(K.AccountLanded)) == 2
+
+
+def test_provisioned_before_subscription_is_parked(sim: Sim) -> None:
+    parked = sim.send("usage.provisioned", T0 - timedelta(hours=2))
+    assert parked.status == "parked" and sim.repo.get("acme") is None
+    paid = sim.send("billing.invoice_paid", T0 - timedelta(hours=1), invoice())
+    assert paid.status == "parked"
+    landed = sim.start(T0)
+    assert landed.status == "applied" and len(landed.outcomes) == 3
+    assert [s.kind for s in landed.signals] == [K.AccountLanded, K.WentLive, K.StageChanged]
+    assert sim.stage() is Stage.ADOPT
+    assert sim.account().stage_since == T0  # never before landing
+    assert sim.repo.parked == {}
+
+
+def test_paid_and_provisioned_in_either_order() -> None:
+    for order in (
+        ("billing.invoice_paid", "usage.provisioned"),
+        ("usage.provisioned", "billing.invoice_paid"),
+    ):
+        sim = Sim()
+        sim.start()
+        for n, kind in enumerate(order, start=1):
+            sim.send(kind, day(n), invoice() if "invoice" in kind else {})
+        assert sim.stage() is Stage.ADOPT
+        assert sim.account().stage_since == day(2)
+        assert sim.kinds().count(K.WentLive) == 1
+
+
+def test_plan_change_updates_activation_target(sim: Sim) -> None:
+    sim.start(seats=20)
+    sim.go_live(day(1))
+    for n in range(2, 9):
+        sim.active(day(n), 10)  # 50 % of 20 seats
+    assert sim.stage() is Stage.ADOPT
+    sim.send("billing.plan_changed", day(9), {"plan": "team", "seats": 15, "mrr": 700})
+    assert sim.stage() is Stage.EXPAND  # 10 >= 60 % of 15
+
+
+def test_signal_ids_are_deterministic() -> None:
+    def run() -> list[str]:
+        sim = Sim()
+        sim.start(goals=GOALS)
+        sim.go_live(day(1))
+        sim.sweep(day(100))
+        return [s.id for s in sim.repo.signals]
+
+    first = run()
+    assert first == run() and len(set(first)) == len(first)
