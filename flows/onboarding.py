@@ -1,16 +1,13 @@
-"""Onboarding: welcome a customer that just entered adopt and hand it to customer success."""
+"""Onboarding: welcome, training invite, check-in with survey and an adoption review."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from prefect import flow
 
-from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
-
-from flows.kit import actions
 from flows.kit.registry import Playbook
-from flows.kit.runtime import app, current_flow_run_id, load_account, mark_run
-from laer_domain.model import Role, Stage
+from flows.kit.steps import SignalInfo, Step, StepContext, run_namer, run_playbook
+from laer_domain.model import Account, Role, Stage
+from laer_domain.outreach import Priority
 from laer_domain.signals import SignalKind
 
 PLAYBOOK = Playbook(
@@ -18,46 +15,53 @@ PLAYBOOK = Playbook(
     triggers=frozenset({SignalKind.StageChanged}),
     transitions=frozenset({(Stage.LAND, Stage.ADOPT), (Stage.RENEW, Stage.ADOPT)}),
     owner=Role.CUSTOMER_SUCCESS,
-    priority=2,
-    description="Welcome, training invite and adoption review once an account enters adopt",
+    priority=Priority.ONBOARDING,
+    description="Welcome, training invite, check-in survey and adoption review in adopt",
 )
 
 
-@task(retries=3, retry_delay_seconds=2)
-def current_stage(account_id: str) -> str | None:
-    """Read the account's stage now (steps stop once it left adopt)."""
-    account = load_account(account_id)
-    return account.stage.value if account else None
+def welcome(ctx: StepContext) -> None:
+    """Day 0: a kick-off call for CS and a welcome email with the term's goals."""
+    ctx.assign("kickoff-call", "Kick-off call: agree goals and success plan", due_in_days=2)
+    ctx.send("onboarding_welcome")
 
 
-@task(retries=3, retry_delay_seconds=2)
-def assign_welcome_call(account_id: str, signal_id: str) -> str:
-    """Record a welcome-call task for customer success."""
-    row, _ = actions.record_action(
-        app().sessions, key=f"onboarding:{signal_id}:welcome-call", account_id=account_id,
-        playbook="onboarding", kind="task", role=Role.CUSTOMER_SUCCESS.value,
-        subject="Welcome call: agree goals and success plan", status="open",
-        flow_run_id=current_flow_run_id(), due_at=datetime.now(UTC) + timedelta(days=2))
-    return row.subject
+def training(ctx: StepContext) -> None:
+    """Day 3: invite the team to training."""
+    ctx.send("onboarding_training")
 
 
-@flow(name="onboarding", flow_run_name="onboarding/{account_id}/{step}", log_prints=True)
-def onboarding(account_id: str, signal_id: str, step: str = "welcome") -> str:
-    """Welcome a newly adopted account and hand it to customer success."""
-    mark_run("Running")
-    stage = current_stage(account_id)
-    if stage != Stage.ADOPT.value:
-        done = f"skipped: account is in {stage}, not adopt"
-    else:
-        done = f"task: {assign_welcome_call(account_id, signal_id)}"
-    create_markdown_artifact(
-        key="onboarding-report",
-        markdown=f"# Onboarding `{account_id}` ({step})\n\n"
-                 f"Started by signal `{signal_id}`.\n\n- {done}\n",
-        description="Why this run started and what it did",
-    )
-    mark_run("Completed")
-    return done
+def check_in(ctx: StepContext) -> None:
+    """Day 14: ask how it goes, with a survey link."""
+    ctx.send("onboarding_checkin")
+
+
+def adoption_review(ctx: StepContext) -> None:
+    """Day 30: customer success reviews adoption against the goals."""
+    pending = [g.key for g in ctx.account.goals if not g.achieved] or ["activation"]
+    ctx.assign("adoption-review", f"Adoption review: {', '.join(pending)} still open",
+               due_in_days=5, details={"pending_goals": pending})
+
+
+STEPS = [
+    Step("day-0", welcome, day=0),
+    Step("day-3", training, day=3),
+    Step("day-14", check_in, day=14),
+    Step("day-30", adoption_review, day=30),
+]
+
+
+def should_stop(account: Account, signal: SignalInfo, step: Step) -> str | None:
+    """Every step is skipped once the account has left adopt."""
+    if account.stage is not Stage.ADOPT:
+        return f"account left adopt (now {account.stage.value})"
+    return None
+
+
+@flow(name="onboarding", flow_run_name=run_namer("onboarding", STEPS[0].name), log_prints=True)
+def onboarding(account_id: str, signal_id: str, step: str = "start") -> str:
+    """Onboard an account that entered adopt, one step per run."""
+    return run_playbook(PLAYBOOK, STEPS, should_stop, account_id, signal_id, step)
 
 
 FLOW = onboarding

@@ -55,14 +55,43 @@ def record_action(factory: sessionmaker[Session], *, key: str, account_id: str, 
 
 
 def update_action(factory: sessionmaker[Session], key: str, status: str,
-                  reason: str | None = None) -> None:
+                  reason: str | None = None, due_at: datetime | None = None,
+                  payload: dict[str, Any] | None = None) -> None:
     """Move a recorded action to `status` (sent, failed, ...)."""
     with factory() as session:
         row = session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
         if row is not None:
             row.status = status
             row.reason = reason
+            row.due_at = due_at
+            if payload is not None:
+                row.payload = {**row.payload, **payload}
             session.commit()
+
+
+def upsert_action(factory: sessionmaker[Session], *, key: str, status: str,
+                  reason: str | None = None, due_at: datetime | None = None,
+                  payload: dict[str, Any] | None = None, **fields: Any) -> ActionRow:
+    """Record the action under `key`, or move the existing one to `status`."""
+    row, created = record_action(factory, key=key, status=status, reason=reason,
+                                 due_at=due_at, payload=payload, **fields)
+    if not created:
+        update_action(factory, key, status, reason, due_at, payload)
+        found = find_action(factory, key)
+        assert found is not None
+        return found
+    return row
+
+
+def sent_to(factory: sessionmaker[Session], recipient: str, limit: int = 200
+            ) -> list[ActionRow]:
+    """The latest messages sent to a recipient, from every playbook and account."""
+    with factory() as session:
+        return list(session.scalars(
+            select(ActionRow).where(ActionRow.recipient == recipient,
+                                    ActionRow.status == "sent",
+                                    ActionRow.kind.in_(("email", "webhook")))
+            .order_by(ActionRow.id.desc()).limit(limit)))
 
 
 def send_email(smtp: SmtpSettings, *, to: str, subject: str, text: str, html: str | None,

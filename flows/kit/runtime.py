@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 
 from prefect.runtime import flow_run
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from laer.bootstrap import Container, container
 from laer_domain.model import Account
-from laer_domain.persistence.tables import AccountRow, PlaybookRunRow
+from laer_domain.persistence.tables import AccountRow, PlaybookRunRow, SignalRow
 
 
 def app() -> Container:
@@ -42,3 +43,27 @@ def mark_run(state: str) -> None:
             row.state = state
             row.updated_at = datetime.now(UTC)
         session.commit()
+
+
+def load_signal(signal_id: str) -> SignalRow | None:
+    """The stored signal that started a playbook (its kind, instant and evidence)."""
+    with app().sessions() as session:
+        return session.get(SignalRow, signal_id)
+
+
+def register_follow_up(*, account_id: str, playbook: str, signal_id: str, key: str,
+                       flow_run_id: str, name: str | None, state: str) -> None:
+    """Record a scheduled follow-up run, so the account+playbook stays 'open' until it ends."""
+    now = datetime.now(UTC)
+    with app().sessions() as session:
+        if session.scalar(select(PlaybookRunRow.id).where(
+                PlaybookRunRow.idempotency_key == key)) is not None:
+            return
+        session.add(PlaybookRunRow(
+            account_id=account_id, playbook=playbook, signal_id=signal_id, idempotency_key=key,
+            flow_run_id=flow_run_id, flow_run_name=name, state=state, created_at=now,
+            updated_at=now))
+        try:
+            session.commit()
+        except IntegrityError:  # a retried task raced its first attempt
+            session.rollback()

@@ -77,9 +77,16 @@ def test_three_events_take_an_account_to_adopt_and_run_onboarding(stack: Stack,
         assert moves == [(None, "land"), ("land", "adopt")]
         kinds = set(s.scalars(select(SignalRow.kind).where(SignalRow.account_id == account)))
         assert {"AccountLanded", "StageChanged", "WentLive"} <= kinds
-        task = s.scalar(select(ActionRow).where(ActionRow.account_id == account))
-        assert task is not None and task.kind == "task" and task.role == "customer_success"
+        task = s.scalar(select(ActionRow).where(ActionRow.account_id == account,
+                                                ActionRow.kind == "task"))
+        assert task is not None and task.role == "customer_success"
         assert task.flow_run_id == run.flow_run_id
+        email = s.scalar(select(ActionRow).where(ActionRow.account_id == account,
+                                                 ActionRow.kind == "email"))
+        assert email is not None and email.status in ("sent", "deferred"), email.status
+    if email.status == "sent":
+        received = [m for m in stack.smtp.received if m["To"] == f"owner@{account}.example"]
+        assert len(received) == 1
 
     shown = stack.cli("account", account, "--json")
     assert shown.returncode == 0, shown.stderr
@@ -88,7 +95,7 @@ def test_three_events_take_an_account_to_adopt_and_run_onboarding(stack: Stack,
     assert [h["to"] for h in detail["history"]] == ["land", "adopt"]
     assert any(sig["kind"] == "WentLive" for sig in detail["signals"])
     assert detail["playbook_runs"][0]["state"] == "Completed"
-    assert detail["actions"][0]["status"] == "open"
+    assert {a["kind"] for a in detail["actions"]} == {"task", "email"}
 
     missing = stack.cli("account", f"nobody-{unique}", "--json")
     assert missing.returncode == 1
@@ -109,8 +116,14 @@ def test_sending_everything_twice_changes_nothing_twice(stack: Stack, unique: st
                                 .where(column == account)) or 0)
         assert count(AppliedEventRow, AppliedEventRow.account_id) == 3
         assert count(StageChangeRow, StageChangeRow.account_id) == 2
-        assert count(PlaybookRunRow, PlaybookRunRow.account_id) == 1
-        assert count(ActionRow, ActionRow.account_id) == 1
+        started = list(s.scalars(select(PlaybookRunRow.flow_run_name).where(
+            PlaybookRunRow.account_id == account).order_by(PlaybookRunRow.id)))
+        # one day-0 run, plus at most its own scheduled day-3 follow-up
+        assert started[0] == f"onboarding/{account}/day-0"
+        assert started[1:] in ([], [f"onboarding/{account}/day-3"]), started
+        actions = sorted((a.kind, a.subject) for a in s.scalars(
+            select(ActionRow).where(ActionRow.account_id == account)))
+        assert len(actions) == len(set(actions)) == 2, actions
         kinds = list(s.scalars(select(SignalRow.kind).where(SignalRow.account_id == account)))
         assert len(kinds) == len(set(kinds)), kinds
     assert run.state == "Completed"
