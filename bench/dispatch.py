@@ -36,6 +36,8 @@ from laer_domain.persistence.uow import session_factory
 from laer_domain.signals import SignalKind
 
 RESULTS = Path(__file__).parent / "results" / "dispatch.json"
+EMIT_EVENTS = os.environ.get("LAER_BENCH_EMIT_EVENTS", "1") == "1"
+CONCURRENCY = int(os.environ.get("LAER_BENCH_CONCURRENCY", "4"))
 PG_ADMIN = os.environ.get("LAER_BENCH_PG", "postgresql+psycopg://laer:laer@127.0.0.1:5432/laer_test")
 BENCH_PLAYBOOK = Playbook(name="bench-noop", triggers=frozenset({SignalKind.WentLive}),
                           owner=Role.CUSTOMER_SUCCESS, priority=1)
@@ -157,14 +159,16 @@ async def measure(backend: str, runs: int, burst: int, console: Console) -> dict
             upgrade(db)
             sessions = session_factory(db)
             _seed_signals(sessions, runs, "d" + tag)
-            dispatcher = Dispatcher(sessions, [BENCH_PLAYBOOK])
+            dispatcher = Dispatcher(sessions, [BENCH_PLAYBOOK], emit_events=EMIT_EVENTS,
+                                    concurrency=CONCURRENCY)
             started = time.perf_counter()
             await _drain_all(dispatcher)
             dispatch_rate = runs / (time.perf_counter() - started)
             console.print(f"[{backend}] dispatcher: {dispatch_rate:.1f} runs/s")
 
             _seed_signals(sessions, burst, "b" + tag)
-            burst_dispatcher = Dispatcher(sessions, [BENCH_PLAYBOOK], retry_for_s=120)
+            burst_dispatcher = Dispatcher(sessions, [BENCH_PLAYBOOK], retry_for_s=120,
+                                          emit_events=EMIT_EVENTS, concurrency=CONCURRENCY)
             hammer = asyncio.create_task(_hammer(server.api_url, deployment_id, 20, tag))
             await _drain_all(burst_dispatcher)
             hammer_outcomes = await hammer
@@ -187,6 +191,7 @@ async def _audit(client_factory: Any, sessions: Any, deployment_id: Any, tag: st
                  expected: int) -> tuple[int, int]:
     """Runs in Prefect per burst signal: more than one is a duplicate, none is a loss."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
     from sqlalchemy import select
 
     with sessions() as s:
@@ -200,11 +205,11 @@ async def _audit(client_factory: Any, sessions: Any, deployment_id: Any, tag: st
         while True:
             page = await client.read_flow_runs(
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-                limit=200, offset=offset)
+                sort=FlowRunSort.ID_DESC, limit=200, offset=offset)
             if not page:
                 break
             for run in page:
-                sid = (run.parameters or {}).get("signal_id")
+                sid = str((run.parameters or {}).get("signal_id"))
                 if sid in signal_ids:
                     per_signal[sid] += 1
             offset += len(page)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from consumers.batch_store import BatchRepository, ConcurrentUpdate
 from consumers.dlq import DeadLetter, DeadLetterSink
 from consumers.records import RawRecord, decode
 from laer.settings import ConsumerSettings
@@ -39,10 +40,6 @@ class BatchReport:
     outcomes_by_type: Counter[tuple[str, str]] = field(default_factory=Counter)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     landed_with_parked: list[str] = field(default_factory=list)
-
-
-class ConcurrentUpdate(Exception):
-    """Another consumer changed the same rows first; the batch is retried from scratch."""
 
 
 class Ingestor:
@@ -101,7 +98,9 @@ class Ingestor:
                     self._dead_letters(letters)
                     sent.update((dl.record.topic, dl.record.partition, dl.record.offset)
                                 for dl in letters)
-                service = LifecycleService(uow.accounts, self._policy)
+                repo = BatchRepository(uow.session)
+                repo.prefetch(item for _, item in fresh if not isinstance(item, DeadLetter))
+                service = LifecycleService(repo, self._policy)
                 for rec, item in fresh:
                     if isinstance(item, DeadLetter):
                         report.dead_letters.append(item)
@@ -111,11 +110,11 @@ class Ingestor:
                     report.outcomes_by_type[(item.type, result.status)] += 1
                     if result.status == "applied":
                         report.applied += 1
-                        report.signals += len(result.signals)
                     elif result.status == "duplicate":
                         report.duplicates += 1
                     else:
                         report.parked += 1
+                report.signals = repo.write()
                 for rec, _ in decoded:
                     tp = (rec.topic, rec.partition)
                     report.next_offsets[tp] = max(report.next_offsets.get(tp, 0), rec.offset + 1)

@@ -6,13 +6,15 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from consumers.dlq import DeadLetter, DeadLetterSink
 from consumers.records import RawRecord
 from laer_domain.persistence.uow import UnitOfWork
 from laer_domain.policy import Policy
-from laer_domain.service import LifecycleService
+from laer_domain.rules import apply_event
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,25 @@ def _record_from_origin(origin: dict[str, object] | None, account_id: str) -> Ra
         value=str(origin.get("value", "")).encode(),
         headers=tuple((str(k), str(v).encode()) for k, v in headers),  # type: ignore[attr-defined]
     )
+
+
+def drain_parked(uow: UnitOfWork, account_id: str, policy: Policy) -> int:
+    """Apply an existing account's parked events in event-time order, as a landing would.
+
+    Mirrors `LifecycleService._apply`; the events were marked processed when they were parked.
+    The account row is locked first (PostgreSQL), so a concurrent consumer serialises with us.
+    """
+    account = uow.accounts.get(account_id)
+    if account is None:
+        return 0
+    parked = sorted(uow.accounts.take_parked(account_id), key=lambda e: (e.time, e.id))
+    for event in parked:
+        outcome = apply_event(account, event, policy)
+        uow.accounts.add_or_update(outcome.account)
+        uow.accounts.record(outcome)
+        uow.accounts.record_event(event, event.account_id)
+        account = outcome.account
+    return len(parked)
 
 
 class ParkedSweeper:
@@ -47,10 +68,12 @@ class ParkedSweeper:
         with UnitOfWork(self._factory) as uow:
             ids = uow.accounts.landed_ids_with_parked()
         for account_id in ids:
-            with UnitOfWork(self._factory) as uow:
-                drained += len(LifecycleService(uow.accounts, self._policy)
-                               .drain_parked(account_id))
-                uow.commit()
+            try:
+                with UnitOfWork(self._factory) as uow:
+                    drained += drain_parked(uow, account_id, self._policy)
+                    uow.commit()
+            except (IntegrityError, StaleDataError) as exc:  # a consumer got there first
+                log.info("parked events of %s not drained yet: %s", account_id, exc)
         with UnitOfWork(self._factory) as uow:
             expired = uow.accounts.expired_parked(self._clock() - self._window)
             if not expired:

@@ -29,27 +29,72 @@ from laer_domain.policy import Policy
 log = logging.getLogger(__name__)
 
 
+def consumer_options(settings: Settings) -> dict[str, Any]:
+    """kafka-python options of the ingesting consumer."""
+    k, c = settings.kafka, settings.consumer
+    session = c.session_timeout_ms
+    heartbeat = min(c.heartbeat_interval_ms, session // 3)
+    opts: dict[str, Any] = dict(
+        group_id=k.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+        max_poll_records=c.max_poll_records, client_id="laer-consumer",
+        session_timeout_ms=session, heartbeat_interval_ms=heartbeat,
+        # a topic created just before start-up may be absent from the first metadata (the
+        # group then assigns nothing); a short refresh picks it (and new partitions) up
+        metadata_max_age_ms=30_000,
+        **k.client_options(),
+    )
+    instance = k.group_instance_id
+    if instance:
+        opts["group_instance_id"] = instance
+    return opts
+
+
 class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On assignment, continue from the offsets stored with the state, not Kafka's own."""
+    """On assignment, continue from the offsets stored with the state, not Kafka's own.
+
+    The listener runs inside `poll()`, where a database outage must not escape: assigned
+    partitions are paused here and resumed by the loop once their stored offsets were read
+    and sought (`resolve`), so nothing is fetched from a wrong position.
+    """
 
     def __init__(self, consumer_ref: Callable[[], KafkaConsumer],
                  factory: sessionmaker[Session], group_id: str) -> None:
         self._consumer_ref = consumer_ref
         self._factory = factory
         self._group_id = group_id
+        self.pending: set[Any] = set()
 
     def on_partitions_revoked(self, revoked: Any) -> None:
+        self.pending.difference_update(revoked)
         log.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        if not assigned:
+            return
+        consumer = self._consumer_ref()
+        consumer.pause(*assigned)
+        self.pending.update(assigned)
+        try:
+            self.resolve()
+        except Exception as exc:  # the loop retries with backoff
+            log.warning("stored offsets not read yet (%s); partitions stay paused", exc)
+
+    def resolve(self) -> None:
+        """Seek pending partitions to their stored offsets and resume them."""
+        if not self.pending:
+            return
         with UnitOfWork(self._factory, self._group_id) as uow:
             stored = uow.offsets.stored()
         consumer = self._consumer_ref()
-        for tp in assigned:
+        assigned = consumer.assignment()
+        ready = [tp for tp in self.pending if tp in assigned]
+        for tp in ready:
             nxt = stored.get((tp.topic, tp.partition))
             if nxt is not None:
                 consumer.seek(tp, nxt)
-        log.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        consumer.resume(*ready)
+        self.pending.clear()
 
 
 @dataclass
@@ -78,13 +123,7 @@ class ConsumerLoop:
         signal.signal(signal.SIGINT, handler)
 
     def _consumer(self) -> KafkaConsumer:
-        k = self.settings.kafka
-        c = self.settings.consumer
-        return KafkaConsumer(
-            group_id=k.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=c.max_poll_records, client_id="laer-consumer",
-            **k.client_options(),
-        )
+        return KafkaConsumer(**consumer_options(self.settings))
 
     def run(self) -> None:
         """Poll and ingest until stopped."""
@@ -94,13 +133,23 @@ class ConsumerLoop:
         sweeper = ParkedSweeper(self.factory, self.policy, self.settings.consumer.park_window,
                                 self.dead_letters, self.clock)
         consumer = self._consumer()
-        consumer.subscribe(topics=list(k.source_topics),
-                           listener=SeekToStoredOffsets(lambda: consumer, self.factory,
-                                                        k.group_id))
+        self._await_topics(consumer, list(k.source_topics))
+        listener = SeekToStoredOffsets(lambda: consumer, self.factory, k.group_id)
+        consumer.subscribe(topics=list(k.source_topics), listener=listener)
         backoff = 0.5
         last_sweep = 0.0
         try:
             while not self._stop.is_set():
+                if listener.pending:
+                    try:
+                        listener.resolve()
+                    except Exception as exc:
+                        log.warning("stored offsets unreadable (%s); retrying in %.1fs",
+                                    exc, backoff)
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, 10.0)
+                        consumer.poll(timeout_ms=0)  # keep the membership alive meanwhile
+                        continue
                 polled = consumer.poll(timeout_ms=self.settings.consumer.poll_timeout_ms)
                 records = [RawRecord.from_consumer_record(r)
                            for batch in polled.values() for r in batch]
@@ -114,7 +163,7 @@ class ConsumerLoop:
                         log.exception("batch failed; retrying in %.1fs", backoff)
                         self._rewind(consumer, records)
                         self._stop.wait(backoff)
-                        backoff = min(backoff * 2, 30.0)
+                        backoff = min(backoff * 2, 10.0)
                         continue
                     backoff = 0.5
                     metrics.observe_batch(report, time.perf_counter() - started)
@@ -133,6 +182,20 @@ class ConsumerLoop:
         finally:
             consumer.close()  # leaves the group so partitions move at once
             log.info("consumer stopped")
+
+    def _await_topics(self, consumer: KafkaConsumer, topics: list[str],
+                      timeout: float = 30.0) -> None:
+        """Join only once the topics' partitions are in the metadata: a member that joins
+        without them is assigned nothing and may stay idle until the next rebalance."""
+        deadline = time.monotonic() + timeout
+        missing = topics
+        while not self._stop.is_set():
+            missing = [t for t in topics if not consumer.partitions_for_topic(t)]
+            if not missing or time.monotonic() > deadline:
+                break
+            self._stop.wait(0.5)
+        if missing:
+            log.warning("topics without partition metadata (do they exist?): %s", missing)
 
     @staticmethod
     def _rewind(consumer: KafkaConsumer, records: list[RawRecord]) -> None:

@@ -60,13 +60,16 @@ class Dispatcher:
 
     def __init__(self, factory: sessionmaker[Session], playbooks: Sequence[Playbook],
                  client_factory: Callable[[], PrefectClient] = get_client,
-                 emit_events: bool = True, retry_for_s: float = 30.0) -> None:
+                 emit_events: bool = True, retry_for_s: float = 30.0,
+                 concurrency: int = 4) -> None:
         self._factory = factory
         self._playbooks = list(playbooks)
         self._client_factory = client_factory
         self._deployment_ids: dict[str, UUID] = {}
         self._emit = emit_events
         self._retry_for_s = retry_for_s
+        # A SQLite-backed Prefect server answers 503 at about 8 concurrent creations.
+        self._concurrency = concurrency
 
     async def _retrying(self, fn: Callable[[], Any]) -> Any:
         async for attempt in AsyncRetrying(
@@ -83,96 +86,124 @@ class Dispatcher:
             self._deployment_ids[playbook.deployment] = dep.id
         return self._deployment_ids[playbook.deployment]
 
-    async def drain(self, limit: int = 50) -> DispatchReport:
-        """Dispatch up to `limit` pending signals; leaves them pending if Prefect is down."""
+    async def drain(self, limit: int = 200) -> DispatchReport:
+        """Dispatch up to `limit` pending signals; those Prefect refused stay pending.
+
+        Accounts are handled concurrently (bounded), each account's signals in order; the
+        bookkeeping for the whole batch is written in one transaction afterwards. A crash
+        before that write is harmless: the idempotency keys return the same runs next time.
+        """
         report = DispatchReport()
         with self._factory() as session:
-            pending = session.execute(
-                select(OutboxRow, SignalRow).join(SignalRow, SignalRow.id == OutboxRow.signal_id)
+            pending = [tuple(r) for r in session.execute(
+                select(OutboxRow.id, SignalRow).join(SignalRow, SignalRow.id == OutboxRow.signal_id)
                 .where(OutboxRow.status == "pending").order_by(OutboxRow.id).limit(limit)
-            ).all()
-        if not pending:
-            return report
+            ).all()]
+            if not pending:
+                return report
+            accounts = {sig.account_id for _, sig in pending}
+            plans = [(oid, sig, [pb for pb in self._playbooks if pb.wants(
+                SignalKind(sig.kind), Stage(sig.stage),
+                dict(sig.evidence.get("details") or {}))]) for oid, sig in pending]
+            keys = [idempotency_key(pb, sig.id) for _, sig, pbs in plans for pb in pbs]
+            done_keys = set(session.scalars(select(PlaybookRunRow.idempotency_key).where(
+                PlaybookRunRow.idempotency_key.in_(keys)))) if keys else set()
+            open_pairs = set(session.execute(
+                select(PlaybookRunRow.account_id, PlaybookRunRow.playbook).where(
+                    PlaybookRunRow.account_id.in_(accounts),
+                    PlaybookRunRow.state.not_in(FINAL_STATES))).tuples())
+        by_account: dict[str, list[tuple[int, SignalRow, list[Playbook]]]] = {}
+        for plan in plans:
+            by_account.setdefault(plan[1].account_id, []).append(plan)
+        gate = asyncio.Semaphore(self._concurrency)
         async with self._client_factory() as client:
-            await self.refresh_open_runs(client)
-            for outbox, signal in pending:
-                try:
-                    started, coalesced = await self._dispatch_one(client, signal)
-                except Exception as exc:
-                    self._note_failure(outbox.id, exc)
-                    if _transient(exc):
-                        log.warning("Prefect unavailable (%s); will retry", exc)
-                        break  # keep order: later signals wait for this one
-                    log.exception("dispatch of %s failed", signal.id)
-                    continue
-                report.started += started
-                report.coalesced += coalesced
-                report.signals += 1
-                self._mark_done(outbox.id)
+            outcomes = await asyncio.gather(*(
+                self._dispatch_account(client, items, done_keys, open_pairs, gate)
+                for items in by_account.values()))
+        now = datetime.now(UTC)
+        with self._factory() as session:
+            for runs, done, failed in outcomes:
+                for run in runs:
+                    session.add(run)
+                    if run.state == "Coalesced":
+                        report.coalesced += 1
+                    else:
+                        report.started += 1
+                for oid in done:
+                    row = session.get(OutboxRow, oid)
+                    if row is not None:
+                        row.status, row.done_at, row.last_error = "done", now, None
+                    report.signals += 1
+                for oid, exc in failed:
+                    row = session.get(OutboxRow, oid)
+                    if row is not None:
+                        row.attempts += 1
+                        row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            session.commit()
         return report
 
-    async def _dispatch_one(self, client: PrefectClient, signal: SignalRow) -> tuple[int, int]:
-        kind, stage = SignalKind(signal.kind), Stage(signal.stage)
-        details = dict(signal.evidence.get("details") or {})
+    async def _dispatch_account(
+        self, client: PrefectClient, items: list[tuple[int, SignalRow, list[Playbook]]],
+        done_keys: set[str], open_pairs: set[tuple[str, str]], gate: asyncio.Semaphore,
+    ) -> tuple[list[PlaybookRunRow], list[int], list[tuple[int, BaseException]]]:
+        runs: list[PlaybookRunRow] = []
+        done: list[int] = []
+        failed: list[tuple[int, BaseException]] = []
+        for outbox_id, signal, playbooks in items:
+            try:
+                self._emit_signal(signal)
+                for playbook in playbooks:
+                    key = idempotency_key(playbook, signal.id)
+                    if key in done_keys:
+                        continue  # dispatched before a crash: the row is the proof
+                    pair = (signal.account_id, playbook.name)
+                    if pair in open_pairs:
+                        runs.append(self._run_row(signal, playbook, key, None, None,
+                                                  "Coalesced"))
+                        done_keys.add(key)
+                        continue
+                    async with gate:
+                        run = await self._create_run(client, signal, playbook, key)
+                    runs.append(self._run_row(signal, playbook, key, str(run.id), run.name,
+                                              run.state.name if run.state else "Scheduled"))
+                    done_keys.add(key)
+                    open_pairs.add(pair)
+                done.append(outbox_id)
+            except Exception as exc:
+                failed.append((outbox_id, exc))
+                if _transient(exc):
+                    log.warning("Prefect unavailable (%s); will retry", exc)
+                else:
+                    log.exception("dispatch of %s failed", signal.id)
+                break  # keep the account's order: its later signals wait for this one
+        return runs, done, failed
+
+    def _emit_signal(self, signal: SignalRow) -> None:
         if self._emit:
             emit_event(event=f"laer.signal.{signal.kind}",
                        resource={"prefect.resource.id": f"laer.account.{signal.account_id}",
                                  "prefect.resource.name": signal.account_id},
                        payload={"signal_id": signal.id, "stage": signal.stage,
                                 "at": signal.at.isoformat(), "evidence": signal.evidence})
-        started = coalesced = 0
-        for playbook in self._playbooks:
-            if not playbook.wants(kind, stage, details):
-                continue
-            key = idempotency_key(playbook, signal.id)
-            with self._factory() as session:
-                if session.scalar(select(PlaybookRunRow.id).where(
-                        PlaybookRunRow.idempotency_key == key)) is not None:
-                    continue  # dispatched before a crash: the row is the proof
-                open_run = session.scalar(select(PlaybookRunRow).where(
-                    PlaybookRunRow.account_id == signal.account_id,
-                    PlaybookRunRow.playbook == playbook.name,
-                    PlaybookRunRow.state.not_in(FINAL_STATES)))
-            if open_run is not None:
-                self._record_run(signal, playbook, key, None, None, "Coalesced")
-                coalesced += 1
-                continue
-            deployment_id = await self._deployment_id(client, playbook)
-            tags = [f"playbook:{playbook.name}", f"stage:{signal.stage}",
-                    f"account:{signal.account_id}", f"signal:{signal.kind}"]
-            run = await self._retrying(functools.partial(
-                client.create_flow_run_from_deployment, deployment_id,
-                parameters={"account_id": signal.account_id, "signal_id": signal.id},
-                idempotency_key=key, tags=tags))
-            self._record_run(signal, playbook, key, str(run.id), run.name,
-                             run.state.name if run.state else "Scheduled")
-            started += 1
-        return started, coalesced
 
-    def _record_run(self, signal: SignalRow, playbook: Playbook, key: str,
-                    flow_run_id: str | None, name: str | None, state: str) -> None:
+    async def _create_run(self, client: PrefectClient, signal: SignalRow, playbook: Playbook,
+                          key: str) -> Any:
+        deployment_id = await self._deployment_id(client, playbook)
+        # No tags here: on a SQLite-backed server they cut creation speed 2.5x. The run
+        # inherits its deployment's playbook tag and tags itself with account and stage.
+        return await self._retrying(functools.partial(
+            client.create_flow_run_from_deployment, deployment_id,
+            parameters={"account_id": signal.account_id, "signal_id": signal.id},
+            idempotency_key=key))
+
+    @staticmethod
+    def _run_row(signal: SignalRow, playbook: Playbook, key: str, flow_run_id: str | None,
+                 name: str | None, state: str) -> PlaybookRunRow:
         now = datetime.now(UTC)
-        with self._factory() as session:
-            session.add(PlaybookRunRow(
-                account_id=signal.account_id, playbook=playbook.name, signal_id=signal.id,
-                idempotency_key=key, flow_run_id=flow_run_id, flow_run_name=name, state=state,
-                created_at=now, updated_at=now))
-            session.commit()
-
-    def _mark_done(self, outbox_id: int) -> None:
-        with self._factory() as session:
-            row = session.get(OutboxRow, outbox_id)
-            if row is not None:
-                row.status, row.done_at, row.last_error = "done", datetime.now(UTC), None
-                session.commit()
-
-    def _note_failure(self, outbox_id: int, exc: BaseException) -> None:
-        with self._factory() as session:
-            row = session.get(OutboxRow, outbox_id)
-            if row is not None:
-                row.attempts += 1
-                row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-                session.commit()
+        return PlaybookRunRow(
+            account_id=signal.account_id, playbook=playbook.name, signal_id=signal.id,
+            idempotency_key=key, flow_run_id=flow_run_id, flow_run_name=name, state=state,
+            created_at=now, updated_at=now)
 
     async def refresh(self) -> None:
         """Refresh unfinished runs' states with a client of its own."""

@@ -19,6 +19,7 @@ class KafkaSettings(BaseModel):
     support_topic: str = "laer.support"
     dlq_topic: str = "laer.dlq"
     group_id: str = "laer-consumers"
+    group_instance_id: str | None = None  # static membership: a restart keeps partitions
     partitions: int = Field(default=4, ge=1, description="partitions for topics the tool creates")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -63,6 +64,8 @@ class ConsumerSettings(BaseModel):
     park_window: timedelta = timedelta(days=7)
     max_poll_records: int = Field(default=500, gt=0)
     poll_timeout_ms: int = Field(default=500, gt=0)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 PGROLE="${LAER_PG_ROLE:-laer}"
 PGPASS="${LAER_PG_PASSWORD:-laer}"
-DATABASES="${LAER_PG_DATABASES:-laer_test laer_prefect_test laer_consumers_test laer_consumers_ref laer_bench}"
+DATABASES="${LAER_PG_DATABASES:-laer_test laer_prefect_test laer_consumers_test laer_bench}"
 
 if ! command -v pg_ctlcluster >/dev/null 2>&1; then
   echo "postgres: installing Debian's postgresql package"

@@ -67,3 +67,22 @@ def register_follow_up(*, account_id: str, playbook: str, signal_id: str, key: s
             session.commit()
         except IntegrityError:  # a retried task raced its first attempt
             session.rollback()
+
+
+def tag_current_run(tags: list[str]) -> None:
+    """Add account, stage and signal tags to the running flow run (shown in the Prefect UI)."""
+    run_id = current_flow_run_id()
+    if run_id is None:
+        return
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(run_id))
+            merged = sorted(set(run.tags) | set(tags))
+            if merged != sorted(run.tags):
+                client.update_flow_run(UUID(run_id), tags=merged)
+    except Exception:  # tags are a convenience: never fail a playbook over them
+        return

@@ -35,6 +35,7 @@ from flows.kit.runtime import (
     load_signal,
     mark_run,
     register_follow_up,
+    tag_current_run,
 )
 from flows.kit.settings import playbook_settings
 from flows.kit.templates import render
@@ -423,6 +424,7 @@ def run_playbook(playbook: Playbook, steps: Sequence[Step], should_stop: ExitChe
         base = f"{playbook.deployment}:{signal_id}"
         tags = [f"playbook:{playbook.name}", f"account:{account_id}",
                 f"stage:{account.stage.value}", f"signal:{signal.kind}"]
+        tag_current_run([*tags, f"step:{name}"])
         if ctx.retry_at is not None:  # quiet hours: ask the gate again when they end
             wait = (ctx.retry_at - settings.now()).total_seconds() * settings.day_seconds / 86400
             at = ctx.retry_at.strftime("%Y%m%dT%H%M")

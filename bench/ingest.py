@@ -1,0 +1,471 @@
+"""Ingestion benchmark: `python -m bench.ingest [--events N] [--long N] [--bootstrap HOST:PORT]`.
+
+In one run, on one broker (its own LocalKafka on a free port unless --bootstrap is given):
+
+1. raw kafka-python consumption of N records (no parsing, no commits);
+2. the full pipeline (decode, validate, apply, persist with offsets; `ConsumerLoop` in this
+   process) on SQLite and on PostgreSQL;
+3. produce -> committed latency at a fixed rate (default 1,000 events/s; p50, p99);
+4. one vs two `laer consume` processes in one group (PostgreSQL);
+5. the RSS of a `laer consume` process over a long run (`--long`, default 30,000 events).
+
+Prints a table and writes bench/results/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import create_engine, func, select, text
+
+from consumers.runner import ConsumerLoop
+from laer.local.kafka import LocalKafka
+from laer.local.processes import ManagedProcess
+from laer.publish import encode
+from laer.settings import ConsumerSettings, KafkaSettings, Settings
+from laer_domain.events import event_family, make_event
+from laer_domain.persistence.db import make_engine, upgrade
+from laer_domain.persistence.tables import ConsumerOffsetRow
+from laer_domain.persistence.uow import session_factory
+from laer_domain.policy import Policy
+
+PG_DEFAULT = "postgresql+psycopg://laer:laer@127.0.0.1:5432/laer_bench"
+T0 = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
+console = Console()
+
+
+# --- workload -------------------------------------------------------------------------------
+
+
+def events(n: int, seed: int = 1, per_account: int = 20, prefix: str = "b"
+           ) -> Iterator[dict[str, Any]]:
+    """n valid events: each account lands first, then a mix of usage, support and billing."""
+    rnd = random.Random(seed)
+    accounts = max(1, n // per_account)
+    sent = 0
+    for a in range(accounts):
+        if sent >= n:
+            return
+        acc = f"{prefix}-{a:07d}"
+        yield make_event("laer.billing.subscription_started", acc, T0, {
+            "plan": "team", "seats": 20, "mrr": "1500.00", "currency": "EUR",
+            "term_start": "2026-02-02", "term_end": "2027-02-02"},
+            id=f"{acc}-0", source="billing")
+        sent += 1
+    i = 0
+    while sent < n:
+        acc = f"{prefix}-{rnd.randrange(accounts):07d}"
+        at = T0 + timedelta(minutes=i)
+        i += 1
+        kind = rnd.random()
+        if kind < 0.45:
+            ev = make_event("laer.usage.active_users", acc, at,
+                            {"date": at.date().isoformat(), "count": rnd.randint(0, 20)},
+                            id=f"{acc}-u{i}", source="product")
+        elif kind < 0.8:
+            ev = make_event("laer.usage.feature_used", acc, at,
+                            {"feature": rnd.choice(["api", "sso", "reports"]),
+                             "count": rnd.randint(1, 50)}, id=f"{acc}-f{i}", source="product")
+        elif kind < 0.92:
+            ev = make_event("laer.support.ticket_opened", acc, at,
+                            {"ticket_id": f"t{i}", "priority": "normal"},
+                            id=f"{acc}-t{i}", source="helpdesk")
+        else:
+            ev = make_event("laer.billing.invoice_paid", acc, at,
+                            {"invoice_id": f"i{i}", "amount": 1500, "currency": "EUR"},
+                            id=f"{acc}-i{i}", source="billing")
+        yield ev
+        sent += 1
+
+
+@dataclass
+class Topics:
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+    @property
+    def by_family(self) -> dict[str, str]:
+        return {f: f"bench.{f}.{self.suffix}" for f in ("billing", "usage", "support")}
+
+    @property
+    def dlq(self) -> str:
+        return f"bench.dlq.{self.suffix}"
+
+    def settings(self, bootstrap: str, db_url: str, group: str) -> Settings:
+        t = self.by_family
+        return Settings(database_url=db_url, kafka=KafkaSettings(
+            bootstrap_servers=bootstrap, billing_topic=t["billing"], usage_topic=t["usage"],
+            support_topic=t["support"], dlq_topic=self.dlq, group_id=group),
+            consumer=ConsumerSettings(poll_timeout_ms=100))
+
+    def env(self, bootstrap: str, db_url: str, group: str, home: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LAER_")}
+        t = self.by_family
+        env.update({
+            "LAER_DATABASE_URL": db_url, "LAER_STATE_DIR": str(home / "state"),
+            "LAER_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "LAER_KAFKA__BILLING_TOPIC": t["billing"],
+            "LAER_KAFKA__USAGE_TOPIC": t["usage"], "LAER_KAFKA__SUPPORT_TOPIC": t["support"],
+            "LAER_KAFKA__DLQ_TOPIC": self.dlq, "LAER_KAFKA__GROUP_ID": group,
+            "LAER_CONSUMER__POLL_TIMEOUT_MS": "100", "LAER_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": os.getcwd(),
+        })
+        return env
+
+
+def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    try:
+        admin.create_topics([NewTopic(name=t, num_partitions=partitions, replication_factor=1)
+                             for t in topics])
+    finally:
+        admin.close()
+    probe = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(
+                len(probe.partitions_for_topic(t) or ()) == partitions for t in topics):
+            time.sleep(0.2)
+    finally:
+        probe.close()
+
+
+def produce(bootstrap: str, topics: Topics, evs: Iterator[dict[str, Any]],
+            rate: float | None = None,
+            sent_at: dict[tuple[str, int, int], float] | None = None) -> int:
+    """Send events (binary mode for one in five); at `rate` per second if given."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2 if rate else 20,
+                             batch_size=256 * 1024)
+    fam = topics.by_family
+    n = 0
+    started = time.perf_counter()
+    try:
+        for n, ev in enumerate(evs, 1):
+            key, value, headers = encode(ev, "binary" if n % 5 == 0 else "structured")
+            if rate:
+                ahead = started + n / rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+            at = time.perf_counter()
+            fut = producer.send(fam[event_family(ev["type"])], key=key, value=value,
+                                headers=headers)
+            if sent_at is not None:
+                fut.add_callback(lambda md, at=at: sent_at.__setitem__(
+                    (md.topic, md.partition, md.offset), at))
+        producer.flush()
+    finally:
+        producer.close()
+    return n
+
+
+# --- measurements ---------------------------------------------------------------------------
+
+
+def measure_raw(bootstrap: str, topics: Topics, n: int) -> dict[str, Any]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             max_poll_records=500)
+    tps = [TopicPartition(t, p) for t in topics.by_family.values()
+           for p in consumer.partitions_for_topic(t) or ()]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    got = 0
+    started = time.perf_counter()
+    while got < n:
+        for batch in consumer.poll(timeout_ms=1000).values():
+            got += len(batch)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return {"events": got, "seconds": round(elapsed, 2), "rate": round(got / elapsed)}
+
+
+def reset(db_url: str, home: Path) -> str:
+    if db_url.startswith("postgresql"):
+        engine = create_engine(db_url)
+        with engine.begin() as conn:
+            conn.execute(text("drop schema public cascade"))
+            conn.execute(text("create schema public"))
+        engine.dispose()
+        return db_url
+    path = home / f"bench-{uuid.uuid4().hex[:6]}.db"
+    return f"sqlite:///{path}"
+
+
+def consumed(engine: Any, group: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.coalesce(func.sum(ConsumerOffsetRow.next_offset), 0))
+                               .where(ConsumerOffsetRow.group_id == group)) or 0)
+
+
+def measure_pipeline(bootstrap: str, topics: Topics, n: int, db_url: str) -> dict[str, Any]:
+    """ConsumerLoop in this process over the N records already on the topics."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    group = f"bench-{uuid.uuid4().hex[:6]}"
+    loop = ConsumerLoop(topics.settings(bootstrap, db_url, group), session_factory(engine),
+                        Policy(), lambda letters: None)
+    done = threading.Event()
+    marks: list[tuple[float, int]] = []
+    total = 0
+
+    def on_batch(report: Any) -> None:
+        nonlocal total
+        total += len_of(report)
+        marks.append((time.perf_counter(), total))
+        if total >= n:
+            loop.stop()
+            done.set()
+
+    def len_of(report: Any) -> int:
+        return int(report.applied + report.duplicates + report.parked + report.skipped
+                + len(report.dead_letters))
+
+    loop.on_batch = on_batch
+    thread = threading.Thread(target=loop.run)
+    started = time.perf_counter()
+    thread.start()
+    done.wait(timeout=3600)
+    thread.join(timeout=60)
+    engine.dispose()
+    first_t, first_n = marks[0]
+    last_t, last_n = marks[-1]
+    steady = (last_n - first_n) / (last_t - first_t) if last_t > first_t else 0.0
+    return {"events": total, "seconds": round(last_t - started, 2),
+            "rate": round(steady), "batches": len(marks)}
+
+
+def measure_latency(bootstrap: str, topics: Topics, db_url: str, rate: float,
+                    seconds: float) -> dict[str, Any]:
+    """Produce at `rate`; latency = commit of the batch that covers a record - its send."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    group = f"bench-lat-{uuid.uuid4().hex[:6]}"
+    loop = ConsumerLoop(topics.settings(bootstrap, db_url, group), session_factory(engine),
+                        Policy(), lambda letters: None)
+    sent_at: dict[tuple[str, int, int], float] = {}
+    committed: dict[tuple[str, int], int] = {}
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def on_batch(report: Any) -> None:
+        now = time.perf_counter()
+        with lock:
+            for (t, p), nxt in report.next_offsets.items():
+                for off in range(committed.get((t, p), 0), nxt):
+                    at = sent_at.get((t, p, off))
+                    if at is not None:
+                        latencies.append(now - at)
+                committed[(t, p)] = nxt
+
+    loop.on_batch = on_batch
+    thread = threading.Thread(target=loop.run)
+    thread.start()
+    time.sleep(3)  # joined and idle (the topics of this phase are empty)
+    n = int(rate * seconds)
+    produce(bootstrap, topics, events(n, seed=3, prefix="lat"), rate=rate, sent_at=sent_at)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and sum(committed.values()) < n:
+        time.sleep(0.2)
+    loop.stop()
+    thread.join(timeout=60)
+    engine.dispose()
+    lat = sorted(latencies)
+    if not lat:
+        return {"events": 0}
+    return {"events": len(lat), "rate": rate, "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
+            "p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 1),
+            "max_ms": round(lat[-1] * 1000, 1), "mean_ms": round(statistics.mean(lat) * 1000, 1)}
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def measure_processes(bootstrap: str, topics: Topics, db_url: str, n: int, count: int,
+                      home: Path, sample_rss: bool = False) -> dict[str, Any]:
+    """`count` `laer consume` processes in one group; the clock starts when all own
+    partitions and the events start flowing; stops when the database holds all offsets."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    group = f"bench-proc-{uuid.uuid4().hex[:6]}"
+    env = topics.env(bootstrap, db_url, group, home)
+    env["LAER_LOG_LEVEL"] = "INFO"
+    procs = [ManagedProcess(f"bench-{group}-{i}", ["consume"], env, home / "logs").start()
+             for i in range(count)]
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            logs = [p.log_path.read_text() if p.log_path.exists() else "" for p in procs]
+            if all("partitions assigned: [(" in log for log in logs) and \
+                    all(log.rfind("partitions assigned: [(") > log.rfind("revoked: [(")
+                        for log in logs):
+                break
+            time.sleep(0.3)
+        time.sleep(2)
+        samples: list[tuple[int, int]] = []
+        stop_sampling = threading.Event()
+
+        def sampler() -> None:
+            while not stop_sampling.wait(1.0):
+                samples.append((consumed(engine, group), max(rss_kb(p.process.pid)
+                                                             for p in procs if p.process)))
+
+        if sample_rss:
+            threading.Thread(target=sampler, daemon=True).start()
+        started = time.perf_counter()
+        producer = threading.Thread(target=produce, args=(
+            bootstrap, topics, events(n, seed=5, prefix=f"p{count}")))
+        producer.start()
+        while consumed(engine, group) < n:
+            if not all(p.alive() for p in procs):
+                raise RuntimeError("a consumer died:\n" + "\n".join(p.tail() for p in procs))
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - started
+        stop_sampling.set()
+        producer.join()
+        result: dict[str, Any] = {"processes": count, "events": n,
+                                  "seconds": round(elapsed, 2), "rate": round(n / elapsed)}
+        if sample_rss and samples:
+            q = [samples[min(len(samples) - 1, int(len(samples) * f))] for f in (0.1, 0.5, 1.0)]
+            result["rss_mb"] = {f"at_{done}_events": round(kb / 1024, 1) for done, kb in q}
+            result["rss_peak_mb"] = round(max(kb for _, kb in samples) / 1024, 1)
+        return result
+    finally:
+        for p in procs:
+            p.stop()
+        engine.dispose()
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=20_000, help="N for raw and pipeline runs")
+    ap.add_argument("--rate", type=float, default=1000.0, help="events/s of the latency run")
+    ap.add_argument("--latency-seconds", type=float, default=15.0)
+    ap.add_argument("--scale-events", type=int, default=12_000,
+                    help="events of the one-vs-two process runs")
+    ap.add_argument("--long", type=int, default=30_000, help="events of the memory run")
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--postgres", default=os.environ.get("LAER_BENCH_POSTGRES_URL", PG_DEFAULT))
+    ap.add_argument("--bootstrap", help="use this broker instead of starting one")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ingest.json")
+    args = ap.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="laer-bench-"))
+    broker: LocalKafka | None = None
+    if args.bootstrap:
+        bootstrap = args.bootstrap
+    else:
+        broker = LocalKafka(home / "kafka", port=free_port())
+        console.print(f"starting a broker on :{broker.port} ...")
+        broker.start()
+        bootstrap = broker.bootstrap
+    results: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(),
+                               "cpus": os.cpu_count(), "args": {
+                                   k: str(v) for k, v in vars(args).items()}}
+    try:
+        def fresh_topics() -> Topics:
+            t = Topics()
+            create_topics(bootstrap, [*t.by_family.values(), t.dlq], args.partitions)
+            return t
+
+        main_topics = fresh_topics()
+        console.print(f"producing {args.events} events ...")
+        t0 = time.perf_counter()
+        produce(bootstrap, main_topics, events(args.events))
+        results["produce"] = {"events": args.events,
+                              "rate": round(args.events / (time.perf_counter() - t0))}
+        console.print("1. raw kafka-python consumption ...")
+        results["raw"] = measure_raw(bootstrap, main_topics, args.events)
+        console.print("2. full pipeline on SQLite ...")
+        results["pipeline_sqlite"] = measure_pipeline(
+            bootstrap, main_topics, args.events, reset("sqlite", home))
+        console.print("2. full pipeline on PostgreSQL ...")
+        results["pipeline_postgresql"] = measure_pipeline(
+            bootstrap, main_topics, args.events, reset(args.postgres, home))
+        console.print(f"3. latency at {args.rate:.0f} events/s (PostgreSQL) ...")
+        results["latency_postgresql"] = measure_latency(
+            bootstrap, fresh_topics(), reset(args.postgres, home), args.rate,
+            args.latency_seconds)
+        console.print("4. one vs two consumer processes (PostgreSQL) ...")
+        results["one_process"] = measure_processes(
+            bootstrap, fresh_topics(), reset(args.postgres, home), args.scale_events, 1, home)
+        results["two_processes"] = measure_processes(
+            bootstrap, fresh_topics(), reset(args.postgres, home), args.scale_events, 2, home)
+        console.print(f"5. memory over {args.long} events (one process, PostgreSQL) ...")
+        results["long_run"] = measure_processes(
+            bootstrap, fresh_topics(), reset(args.postgres, home), args.long, 1, home,
+            sample_rss=True)
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    report(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(f"written to {args.out}")
+
+
+def report(r: dict[str, Any]) -> None:
+    raw = r["raw"]["rate"]
+    table = Table("measurement", "events", "result", "vs target", title="LAER ingestion")
+    table.add_row("produce (kafka-python, acks=all)", str(r["produce"]["events"]),
+                  f"{r['produce']['rate']:,} ev/s", "")
+    table.add_row("1. raw consume (no parse, no commit)", str(r["raw"]["events"]),
+                  f"{raw:,} ev/s", "")
+    for db in ("sqlite", "postgresql"):
+        p = r[f"pipeline_{db}"]
+        target = " (target >= 0.5x)" if db == "postgresql" else ""
+        table.add_row(f"2. full pipeline, {db}", str(p["events"]), f"{p['rate']:,} ev/s",
+                      f"{p['rate'] / raw:.2f}x raw{target}")
+    lat = r["latency_postgresql"]
+    table.add_row(f"3. produce->committed @ {lat.get('rate', 0):.0f} ev/s, postgresql",
+                  str(lat.get("events")), f"p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms",
+                  "p99 target < 250 ms")
+    one, two = r["one_process"], r["two_processes"]
+    table.add_row("4. one `laer consume`, postgresql", str(one["events"]),
+                  f"{one['rate']:,} ev/s", "")
+    table.add_row("4. two `laer consume`, postgresql", str(two["events"]),
+                  f"{two['rate']:,} ev/s", f"{two['rate'] / one['rate']:.2f}x one (target 1.6x)")
+    long = r["long_run"]
+    rss = ", ".join(f"{k.removeprefix('at_').replace('_events', '')}: {v} MB"
+                    for k, v in long.get("rss_mb", {}).items())
+    table.add_row("5. RSS of one `laer consume` (at n consumed)", str(long["events"]),
+                  f"peak {long.get('rss_peak_mb')} MB ({rss})", "flat")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
