@@ -37,7 +37,7 @@ from laer_domain.signals import SignalKind
 
 RESULTS = Path(__file__).parent / "results" / "dispatch.json"
 EMIT_EVENTS = os.environ.get("LAER_BENCH_EMIT_EVENTS", "1") == "1"
-CONCURRENCY = int(os.environ.get("LAER_BENCH_CONCURRENCY", "4"))
+CONCURRENCY = int(os.environ.get("LAER_BENCH_CONCURRENCY", "1"))
 PG_ADMIN = os.environ.get("LAER_BENCH_PG", "postgresql+psycopg://laer:laer@127.0.0.1:5432/laer_test")
 BENCH_PLAYBOOK = Playbook(name="bench-noop", triggers=frozenset({SignalKind.WentLive}),
                           owner=Role.CUSTOMER_SUCCESS, priority=1)

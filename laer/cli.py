@@ -112,7 +112,8 @@ def dispatch() -> None:
 
     c = container()
     c.migrate()
-    dispatcher = Dispatcher(c.sessions, [d.playbook for d in discover()])
+    dispatcher = Dispatcher(c.sessions, [d.playbook for d in discover()],
+                            concurrency=c.settings.prefect.dispatch_concurrency)
 
     async def main() -> None:
         stop = asyncio.Event()

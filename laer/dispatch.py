@@ -48,6 +48,43 @@ def idempotency_key(playbook: Playbook, signal_id: str) -> str:
     return f"{playbook.deployment}:{signal_id}"
 
 
+class AdaptiveLimit:
+    """At most `limit` concurrent calls; halved when the server is overloaded, then regrown.
+
+    A PostgreSQL-backed Prefect server creates runs faster with a few calls in flight; a
+    SQLite-backed one answers 503 and slows down, so the limit finds what the server takes.
+    """
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = max(1, maximum)
+        self.limit = self.maximum
+        self._active = 0
+        self._successes = 0
+        self._cond = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._active < self.limit)
+            self._active += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        async with self._cond:
+            self._active -= 1
+            self._cond.notify_all()
+
+    def overloaded(self) -> None:
+        """The server refused or timed out: back off multiplicatively."""
+        self.limit = max(1, self.limit // 2)
+        self._successes = 0
+
+    def succeeded(self) -> None:
+        """Grow the limit by one after a run of successes."""
+        self._successes += 1
+        if self._successes >= 25 and self.limit < self.maximum:
+            self.limit += 1
+            self._successes = 0
+
+
 @dataclass
 class DispatchReport:
     started: int = 0
@@ -61,19 +98,19 @@ class Dispatcher:
     def __init__(self, factory: sessionmaker[Session], playbooks: Sequence[Playbook],
                  client_factory: Callable[[], PrefectClient] = get_client,
                  emit_events: bool = True, retry_for_s: float = 30.0,
-                 concurrency: int = 4) -> None:
+                 concurrency: int = 1) -> None:
         self._factory = factory
         self._playbooks = list(playbooks)
         self._client_factory = client_factory
         self._deployment_ids: dict[str, UUID] = {}
         self._emit = emit_events
         self._retry_for_s = retry_for_s
-        # A SQLite-backed Prefect server answers 503 at about 8 concurrent creations.
-        self._concurrency = concurrency
+        self._limit = AdaptiveLimit(concurrency)
 
     async def _retrying(self, fn: Callable[[], Any]) -> Any:
         async for attempt in AsyncRetrying(
                 retry=retry_if_exception(_transient), reraise=True,
+                before_sleep=lambda _state: self._limit.overloaded(),
                 wait=wait_random_exponential(multiplier=0.2, max=5),
                 stop=stop_after_delay(self._retry_for_s)):
             with attempt:
@@ -115,7 +152,7 @@ class Dispatcher:
         by_account: dict[str, list[tuple[int, SignalRow, list[Playbook]]]] = {}
         for plan in plans:
             by_account.setdefault(plan[1].account_id, []).append(plan)
-        gate = asyncio.Semaphore(self._concurrency)
+        gate = self._limit
         async with self._client_factory() as client:
             outcomes = await asyncio.gather(*(
                 self._dispatch_account(client, items, done_keys, open_pairs, gate)
@@ -144,7 +181,7 @@ class Dispatcher:
 
     async def _dispatch_account(
         self, client: PrefectClient, items: list[tuple[int, SignalRow, list[Playbook]]],
-        done_keys: set[str], open_pairs: set[tuple[str, str]], gate: asyncio.Semaphore,
+        done_keys: set[str], open_pairs: set[tuple[str, str]], gate: AdaptiveLimit,
     ) -> tuple[list[PlaybookRunRow], list[int], list[tuple[int, BaseException]]]:
         runs: list[PlaybookRunRow] = []
         done: list[int] = []
@@ -164,6 +201,7 @@ class Dispatcher:
                         continue
                     async with gate:
                         run = await self._create_run(client, signal, playbook, key)
+                    gate.succeeded()
                     runs.append(self._run_row(signal, playbook, key, str(run.id), run.name,
                                               run.state.name if run.state else "Scheduled"))
                     done_keys.add(key)

@@ -75,6 +75,8 @@ class PrefectSettings(BaseModel):
     api_url: str | None = None
     dispatch_batch: int = Field(default=20, gt=0)
     dispatch_interval_s: float = Field(default=1.0, gt=0)
+    dispatch_concurrency: int = Field(default=1, ge=1, le=32,
+                                      description="most run creations in flight")
 
 
 class SmtpSettings(BaseModel):
