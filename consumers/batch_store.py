@@ -22,13 +22,16 @@ the domain's in-memory reference.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import (
     ARRAY,
+    JSON,
     CursorResult,
     String,
     Table,
@@ -41,6 +44,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from laer_domain.events import CloudEvent
@@ -70,16 +74,43 @@ def _table(row: type[Base]) -> Table:
 def _insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert many rows in few round trips.
 
-    psycopg's executemany sends one statement per row; with RETURNING, SQLAlchemy's
-    "insertmanyvalues" batches rows into multi-row VALUES statements compiled once. SQLite's
+    On PostgreSQL the rows are streamed with one COPY (values converted as the SQLAlchemy
+    column types would bind them); psycopg's executemany sends one statement per row and a
+    multi-row VALUES statement costs psycopg and the server a long parse. SQLite's
     executemany is a C loop in process already.
     """
     if not rows:
         return
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(insert(table).returning(*table.primary_key.columns), rows).all()
+        _copy_rows(session, table, rows)
     else:
         session.execute(insert(table), rows)
+
+
+def _copy_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    dialect = session.get_bind().dialect
+    dumps = getattr(dialect, "_json_serializer", None) or json.dumps
+    names = list(rows[0])
+    columns = [table.c[name] for name in names]
+    # JSON columns take serialized text; Python None is JSON null unless none_as_null
+    convert: list[tuple[int, bool]] = [
+        (i, bool(c.type.none_as_null)) for i, c in enumerate(columns)
+        if isinstance(c.type, JSON)]
+    quote = dialect.identifier_preparer
+    statement = (f"COPY {quote.format_table(table)} "
+                 f"({', '.join(quote.quote(name) for name in names)}) FROM STDIN")
+    raw = cast(psycopg.Connection[Any], session.connection().connection.driver_connection)
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                values = [row[name] for name in names]
+                for i, none_as_null in convert:
+                    value = values[i]
+                    if value is not None or not none_as_null:
+                        values[i] = dumps(value)
+                copy.write_row(values)
+    except psycopg.Error as exc:  # as SQLAlchemy would raise it (IntegrityError, ...)
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
 
 def _chunks(items: list[Any], size: int = 500) -> Iterable[list[Any]]:
