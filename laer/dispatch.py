@@ -60,17 +60,27 @@ class AdaptiveLimit:
         self.limit = self.maximum
         self._active = 0
         self._successes = 0
-        self._cond = asyncio.Condition()
+        self._cond: asyncio.Condition | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        # One dispatcher may serve several event loops (one asyncio.run per drain).
+        loop = asyncio.get_running_loop()
+        if self._cond is None or self._loop is not loop:
+            self._cond, self._loop, self._active = asyncio.Condition(), loop, 0
+        return self._cond
 
     async def __aenter__(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._active < self.limit)
+        cond = self._condition()
+        async with cond:
+            await cond.wait_for(lambda: self._active < self.limit)
             self._active += 1
 
     async def __aexit__(self, *_: object) -> None:
-        async with self._cond:
+        cond = self._condition()
+        async with cond:
             self._active -= 1
-            self._cond.notify_all()
+            cond.notify_all()
 
     def overloaded(self) -> None:
         """The server refused or timed out: back off multiplicatively."""
