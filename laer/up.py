@@ -203,7 +203,7 @@ class Up:
                               ("signals by kind", SignalRow.kind),
                               ("playbook runs by state", PlaybookRunRow.state),
                               ("actions by status", ActionRow.status)):
-            table = Table("", "count", title=title)
+            table = Table("", "count", title=title, min_width=30)
             with self.c.sessions() as s:
                 for value, n in s.execute(select(column, func.count()).group_by(column)
                                           .order_by(func.count().desc())):
