@@ -177,13 +177,12 @@ def simulate(
     = False,
 ) -> None:
     """Publish a reproducible cohort (a year of events) to the configured broker."""
-    import time
     from datetime import UTC, datetime
 
     from rich.progress import Progress
 
-    from laer.publish import encode, topic_for
-    from laer.simulate import CohortSpec, batches, cohort
+    from laer.publish import publish_paced
+    from laer.simulate import CohortSpec, cohort
 
     if mode not in ("structured", "binary"):
         err.print("[red]--mode must be structured or binary[/red]")
@@ -197,18 +196,10 @@ def simulate(
     c = container()
     topics = {family: topic for topic, family in c.settings.kafka.source_topics.items()}
     producer = c.producer()
-    started, sent = time.monotonic(), 0
     with Progress(console=err) as bar:
         task = bar.add_task("publishing", total=len(events))
-        for chunk in batches(events, 500):
-            for e in chunk:
-                key, value, headers = encode(e, mode)  # type: ignore[arg-type]
-                producer.send(topic_for(e, topics), key=key, value=value, headers=headers)
-            producer.flush()
-            sent += len(chunk)
-            bar.update(task, advance=len(chunk))
-            if rate > 0 and (ahead := sent / rate - (time.monotonic() - started)) > 0:
-                time.sleep(ahead)
+        sent = publish_paced(producer, events, topics, mode=mode,  # type: ignore[arg-type]
+                             rate=rate, on_chunk=lambda n: bar.update(task, advance=n))
     producer.close()
     console.print(f"published {sent} events for {accounts} accounts (seed {seed})")
 

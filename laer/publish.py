@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from laer_domain.events import event_family
@@ -42,3 +43,26 @@ def publish(producer: Any, events: Iterable[Mapping[str, Any]], topics: Mapping[
     for fut in futures:
         fut.get(timeout=30)
     return len(futures)
+
+
+def publish_paced(producer: Any, events: Sequence[Mapping[str, Any]], topics: Mapping[str, str],
+                  *, mode: Mode = "structured", rate: float = 0.0, chunk: int = 500,
+                  on_chunk: Callable[[int], None] | None = None,
+                  stopped: Callable[[], bool] = lambda: False) -> int:
+    """Send events in chunks, at most `rate` per second (0 = flat out); returns how many."""
+    sent = 0
+    started = time.monotonic()
+    for i in range(0, len(events), chunk):
+        if stopped():
+            break
+        part = events[i:i + chunk]
+        for event in part:
+            key, value, headers = encode(event, mode)
+            producer.send(topic_for(event, topics), key=key, value=value, headers=headers)
+        producer.flush()
+        sent += len(part)
+        if on_chunk:
+            on_chunk(len(part))
+        if rate > 0 and (ahead := sent / rate - (time.monotonic() - started)) > 0:
+            time.sleep(ahead)
+    return sent

@@ -8,7 +8,6 @@ accounts are provisioned before billing says they signed (their events arrive ea
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -171,9 +170,3 @@ def cohort(spec: CohortSpec) -> list[dict[str, Any]]:
     events.extend(bad)
     events.sort(key=lambda e: (e["time"], e["id"]))
     return events
-
-
-def batches(events: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    """Slices of `size` events."""
-    for i in range(0, len(events), size):
-        yield events[i:i + size]

@@ -20,8 +20,8 @@ from laer.local.kafka import LocalKafka, LocalServiceError
 from laer.local.prefect_server import LocalPrefectServer, prefect_env
 from laer.local.processes import ManagedProcess
 from laer.local.smtp import LocalSmtp
-from laer.publish import encode, topic_for
-from laer.simulate import CohortSpec, batches, cohort
+from laer.publish import publish_paced
+from laer.simulate import CohortSpec, cohort
 from laer_domain.persistence.tables import (
     AccountRow,
     ActionRow,
@@ -122,24 +122,11 @@ class Up:
         events = cohort(spec)
         topics = {family: topic for topic, family in self.c.settings.kafka.source_topics.items()}
         producer = self.c.producer()
-        sent = 0
-        started = time.monotonic()
         with _progress(self.console) as bar:
             task = bar.add_task(f"Publishing {spec.accounts} accounts' year", total=len(events))
-            for chunk in batches(events, 500):
-                if self._stop:
-                    break
-                for event in chunk:
-                    key, value, headers = encode(event)
-                    producer.send(topic_for(event, topics), key=key, value=value,
-                                  headers=headers)
-                producer.flush()
-                sent += len(chunk)
-                bar.update(task, advance=len(chunk))
-                if self.o.rate > 0:
-                    ahead = sent / self.o.rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
+            sent = publish_paced(producer, events, topics, rate=self.o.rate,
+                                 on_chunk=lambda n: bar.update(task, advance=n),
+                                 stopped=lambda: self._stop)
         producer.close()
         return sent
 
