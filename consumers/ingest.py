@@ -39,7 +39,6 @@ class BatchReport:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     outcomes_by_type: Counter[tuple[str, str]] = field(default_factory=Counter)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    landed_with_parked: list[str] = field(default_factory=list)
 
 
 class Ingestor:

@@ -18,7 +18,7 @@ from kafka.structs import OffsetAndMetadata
 from sqlalchemy.orm import Session, sessionmaker
 
 from consumers import metrics
-from consumers.dlq import DeadLetter, DeadLetterSink
+from consumers.dlq import DeadLetterSink
 from consumers.ingest import BatchReport, Ingestor
 from consumers.parking import ParkedSweeper
 from consumers.records import RawRecord
@@ -218,10 +218,3 @@ class ConsumerLoop:
             consumer.commit(offsets)
         except Exception as exc:  # a rebalance in progress: the database copy still holds
             log.warning("kafka offset commit skipped: %s", exc)
-
-
-def log_dead_letters(letters: list[DeadLetter]) -> None:
-    """Log each dead letter (used beside the Kafka sink)."""
-    for dl in letters:
-        log.warning("dead letter %s[%d]@%d: %s (%s)", dl.record.topic, dl.record.partition,
-                    dl.record.offset, dl.reason, dl.message)

@@ -14,7 +14,8 @@ from laer_domain.persistence.tables import ConsumerOffsetRow, OutboxRow, Playboo
 IN_FLIGHT = ("Scheduled", "Pending", "Running", "Late", "AwaitingRetry", "Retrying")
 
 
-def _log_ends(c: Container, topics: list[str]) -> dict[tuple[str, int], int]:
+def log_ends(c: Container, topics: list[str]) -> dict[tuple[str, int], int]:
+    """The end offset of every partition of `topics` (records ever written)."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(request_timeout_ms=10000, **c.settings.kafka.client_options())
@@ -32,7 +33,7 @@ def collect(c: Container, previous: dict[str, Any] | None) -> dict[str, Any]:
     k = c.settings.kafka
     topics = list(k.source_topics)
     try:
-        ends = _log_ends(c, [*topics, k.dlq_topic])
+        ends = log_ends(c, [*topics, k.dlq_topic])
         broker = "up"
     except Exception as exc:  # show the rest even when the broker is down
         ends, broker = {}, f"unreachable ({type(exc).__name__})"

@@ -22,6 +22,7 @@ from laer.local.processes import ManagedProcess
 from laer.local.smtp import LocalSmtp
 from laer.publish import publish_paced
 from laer.simulate import CohortSpec, cohort
+from laer.status import log_ends
 from laer_domain.persistence.tables import (
     AccountRow,
     ActionRow,
@@ -72,8 +73,8 @@ class Up:
             self._start_services()
             if self._stop:
                 return 130
-            produced = self._publish()
-            self._wait_until_settled(produced)
+            self._publish()
+            self._wait_until_settled()
             self.console.print(self.summary())
             self.console.print(f"\nPrefect UI: [bold]{self.prefect.ui_url}[/bold]   "
                                f"logs: {self.log_dir}   database: {self.c.settings.database_url}")
@@ -134,14 +135,14 @@ class Up:
         with self.c.sessions() as s:
             return int(s.scalar(query) or 0)
 
-    def _wait_until_settled(self, produced: int) -> None:
+    def _wait_until_settled(self) -> None:
         topics = list(self.c.settings.kafka.source_topics)
         group = self.c.settings.kafka.group_id
         consumed_q = select(func.coalesce(func.sum(ConsumerOffsetRow.next_offset), 0)).where(
             ConsumerOffsetRow.topic.in_(topics), ConsumerOffsetRow.group_id == group)
         already = self._count(consumed_q)
         # Offsets count every record ever written to the topics, earlier runs included.
-        ends = self._topic_ends(topics)
+        ends = sum(log_ends(self.c, topics).values())
         deadline = time.monotonic() + self.o.wait_timeout_s
         with _progress(self.console) as bar:
             ingest = bar.add_task("Ingesting", total=ends, completed=min(already, ends))
@@ -164,18 +165,6 @@ class Up:
                 if pending == 0:
                     break
                 time.sleep(0.5)
-        del produced
-
-    def _topic_ends(self, topics: list[str]) -> int:
-        from kafka import KafkaConsumer, TopicPartition
-
-        consumer = KafkaConsumer(**self.c.settings.kafka.client_options())
-        try:
-            parts = [TopicPartition(t, p) for t in topics
-                     for p in sorted(consumer.partitions_for_topic(t) or ())]
-            return int(sum(consumer.end_offsets(parts).values()))
-        finally:
-            consumer.close()
 
     def _watch_children(self) -> None:
         for p in self.processes:

@@ -26,15 +26,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
-    """A real single-node KRaft broker for the whole session."""
-    broker = LocalKafka(tmp_path_factory.mktemp("kafka"), port=free_port())
+def started_broker(home: Path) -> LocalKafka:
+    """A started broker in `home` on a free port; a failure to start fails the test run."""
+    broker = LocalKafka(home, port=free_port())
     try:
         broker.start()
     except LocalServiceError as exc:
         broker.stop()
         pytest.fail(f"Kafka could not start: {exc}", pytrace=False)
+    return broker
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A real single-node KRaft broker for the whole session."""
+    broker = started_broker(tmp_path_factory.mktemp("kafka"))
     yield broker
     broker.stop()
 

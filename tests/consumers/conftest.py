@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from laer.local.kafka import LocalKafka
@@ -26,19 +26,12 @@ from laer.publish import encode, topic_for
 from laer_domain.persistence.db import make_engine, upgrade
 from laer_domain.persistence.tables import ConsumerOffsetRow
 from laer_domain.persistence.uow import session_factory
+from tests.conftest import reset_postgres
 from tests.consumers.workload import Round
 
 CONSUMERS_PG = os.environ.get(
     "LAER_TEST_CONSUMERS_POSTGRES_URL",
     "postgresql+psycopg://laer:laer@127.0.0.1:5432/laer_consumers_test")
-
-
-def reset_database(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("drop schema public cascade"))
-        conn.execute(text("create schema public"))
-    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -48,7 +41,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url = f"sqlite:///{tmp_path / 'laer.db'}"
     else:
         try:
-            reset_database(CONSUMERS_PG)
+            reset_postgres(CONSUMERS_PG)
         except Exception as exc:
             pytest.fail(f"PostgreSQL database for the consumer tests is not reachable ({exc}); "
                         "run deployments/local/postgres.sh", pytrace=False)

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from laer.local.kafka import LocalKafka, LocalServiceError
-from tests.conftest import free_port
+from laer.local.kafka import LocalKafka
+from tests.conftest import started_broker
 from tests.consumers.conftest import Harness
 from tests.consumers.test_effectively_once import assert_exact
 from tests.consumers.workload import reference, workload
@@ -25,12 +25,7 @@ pytestmark = [pytest.mark.kafka]
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     """A broker of this module alone: these tests stop and start it."""
-    broker = LocalKafka(tmp_path_factory.mktemp("own-kafka"), port=free_port())
-    try:
-        broker.start()
-    except LocalServiceError as exc:
-        broker.stop()
-        pytest.fail(f"Kafka could not start: {exc}", pytrace=False)
+    broker = started_broker(tmp_path_factory.mktemp("own-kafka"))
     yield broker
     broker.stop()
 
