@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 from kafka import KafkaProducer
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from laer.local.kafka import LocalKafka
@@ -58,7 +59,10 @@ class Stack:
                  what: str = "condition") -> T:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = probe()
+            try:
+                value = probe()
+            except OperationalError:  # the test's read lost a busy SQLite lock: ask again
+                value = None
             if value:
                 return value
             for p in self.processes.values():
