@@ -15,7 +15,8 @@ import httpx
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.events import emit_event
+from prefect.events import Event
+from prefect.events.clients import EventsClient, get_events_client
 from prefect.exceptions import PrefectHTTPStatusError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -107,11 +108,13 @@ class Dispatcher:
 
     def __init__(self, factory: sessionmaker[Session], playbooks: Sequence[Playbook],
                  client_factory: Callable[[], PrefectClient] = get_client,
+                 events_client_factory: Callable[[], EventsClient] = get_events_client,
                  emit_events: bool = True, retry_for_s: float = 30.0,
                  concurrency: int = 1) -> None:
         self._factory = factory
         self._playbooks = list(playbooks)
         self._client_factory = client_factory
+        self._events_client_factory = events_client_factory
         self._deployment_ids: dict[str, UUID] = {}
         self._emit = emit_events
         self._retry_for_s = retry_for_s
@@ -176,7 +179,7 @@ class Dispatcher:
                         report.coalesced += 1
                     else:
                         report.started += 1
-                for oid in done:
+                for oid, _signal in done:
                     row = session.get(OutboxRow, oid)
                     if row is not None:
                         row.status, row.done_at, row.last_error = "done", now, None
@@ -187,18 +190,19 @@ class Dispatcher:
                         row.attempts += 1
                         row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
             session.commit()
+        await self._emit_journey([(sig, runs) for runs, done, _ in outcomes for _, sig in done])
         return report
 
     async def _dispatch_account(
         self, client: PrefectClient, items: list[tuple[int, SignalRow, list[Playbook]]],
         done_keys: set[str], open_pairs: set[tuple[str, str]], gate: AdaptiveLimit,
-    ) -> tuple[list[PlaybookRunRow], list[int], list[tuple[int, BaseException]]]:
+    ) -> tuple[list[PlaybookRunRow], list[tuple[int, SignalRow]],
+               list[tuple[int, BaseException]]]:
         runs: list[PlaybookRunRow] = []
-        done: list[int] = []
+        done: list[tuple[int, SignalRow]] = []
         failed: list[tuple[int, BaseException]] = []
         for outbox_id, signal, playbooks in items:
             try:
-                self._emit_signal(signal)
                 for playbook in playbooks:
                     key = idempotency_key(playbook, signal.id)
                     if key in done_keys:
@@ -216,7 +220,7 @@ class Dispatcher:
                                               run.state.name if run.state else "Scheduled"))
                     done_keys.add(key)
                     open_pairs.add(pair)
-                done.append(outbox_id)
+                done.append((outbox_id, signal))
             except Exception as exc:
                 failed.append((outbox_id, exc))
                 if _transient(exc):
@@ -226,13 +230,39 @@ class Dispatcher:
                 break  # keep the account's order: its later signals wait for this one
         return runs, done, failed
 
-    def _emit_signal(self, signal: SignalRow) -> None:
-        if self._emit:
-            emit_event(event=f"laer.signal.{signal.kind}",
-                       resource={"prefect.resource.id": f"laer.account.{signal.account_id}",
-                                 "prefect.resource.name": signal.account_id},
-                       payload={"signal_id": signal.id, "stage": signal.stage,
-                                "at": signal.at.isoformat(), "evidence": signal.evidence})
+    async def _emit_journey(
+            self, dispatched: list[tuple[SignalRow, list[PlaybookRunRow]]]) -> None:
+        """One Prefect event per dispatched signal, linked to the runs it started.
+
+        Sent after the batch is committed, not between run creations: on a SQLite-backed
+        server each event write competes with run creation for the database lock, and a
+        signal that Prefect refused is not announced again on every retry. The events are
+        the UI's journey feed, not a record: if Prefect drops now, they are logged and lost.
+        """
+        if not self._emit or not dispatched:
+            return
+        events = [Event(
+            event=f"laer.signal.{signal.kind}",
+            resource={"prefect.resource.id": f"laer.account.{signal.account_id}",
+                      "prefect.resource.name": signal.account_id,
+                      "laer.stage": signal.stage},
+            related=[{"prefect.resource.id": f"prefect.flow-run.{r.flow_run_id}",
+                      "prefect.resource.role": "flow-run",
+                      "prefect.resource.name": r.flow_run_name or r.playbook}
+                     for r in runs if r.signal_id == signal.id and r.flow_run_id],
+            payload={"signal_id": signal.id, "stage": signal.stage,
+                     "at": signal.at.isoformat(), "evidence": signal.evidence,
+                     "playbooks": sorted({r.playbook for r in runs
+                                          if r.signal_id == signal.id})},
+        ) for signal, runs in dispatched]
+        try:
+            # A client per batch, bound to this process's API URL (Prefect's global
+            # events worker keeps the first URL it saw).
+            async with self._events_client_factory() as client:
+                for event in events:
+                    await client.emit(event)
+        except Exception as exc:
+            log.warning("%d journey events not sent to Prefect: %s", len(events), exc)
 
     async def _create_run(self, client: PrefectClient, signal: SignalRow, playbook: Playbook,
                           key: str) -> Any:

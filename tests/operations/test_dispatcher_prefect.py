@@ -1,9 +1,11 @@
 """The dispatcher against a real Prefect server that goes down and comes back, on SQLite and
-on PostgreSQL (the production backend): every signal starts exactly one run afterwards."""
+on PostgreSQL (the production backend): every signal starts exactly one run afterwards, and
+the Prefect event feed gets one journey event per signal, linked to that run."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import create_engine, select, text
 
@@ -82,7 +85,7 @@ def test_prefect_down_then_up_starts_each_run_exactly_once(backend: str, tmp_pat
             deployment_id = asyncio.run(_apply_deployment())
             server.stop()  # Prefect goes down before anything was dispatched
 
-            dispatcher = Dispatcher(sessions, [PROBE], retry_for_s=1.0, emit_events=False)
+            dispatcher = Dispatcher(sessions, [PROBE], retry_for_s=1.0, emit_events=True)
             report = asyncio.run(dispatcher.drain())
             assert report.started == 0
             with sessions() as s:
@@ -100,6 +103,12 @@ def test_prefect_down_then_up_starts_each_run_exactly_once(backend: str, tmp_pat
             with sessions() as s:
                 keys = list(s.scalars(select(PlaybookRunRow.idempotency_key)))
                 assert sorted(keys) == sorted(f"probe-noop/laer:{sig}" for sig in signals)
+                run_of = {r.signal_id: r.flow_run_id for r in s.scalars(select(PlaybookRunRow))}
+            # Signals refused while Prefect was down were announced once, after dispatch.
+            journey = asyncio.run(_journey_events(want=6))
+            assert sorted(journey) == sorted(signals)
+            for sig, runs in journey.items():
+                assert runs == [f"prefect.flow-run.{run_of[sig]}"]
     finally:
         server.stop()
         engine.dispose()
@@ -108,6 +117,24 @@ def test_prefect_down_then_up_starts_each_run_exactly_once(backend: str, tmp_pat
 async def _apply_deployment() -> object:
     deployment = await probe_noop.ato_deployment(name="laer")
     return await deployment.apply()
+
+
+async def _journey_events(want: int, timeout_s: float = 60) -> dict[str, list[str]]:
+    """signal id -> the flow runs its `laer.signal.*` event links to, once `want` are stored."""
+    deadline = time.monotonic() + timeout_s
+    async with get_client() as client:
+        while True:
+            page = await client.read_events(filter=EventFilter(
+                event=EventNameFilter(prefix=["laer.signal."])), limit=50)
+            if page.total >= want or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+    found: dict[str, list[str]] = {}
+    for event in page.events:
+        sid = str(event.payload["signal_id"])
+        assert sid not in found, f"two journey events for {sid}"
+        found[sid] = [r.id for r in event.related if r.role == "flow-run"]
+    return found
 
 
 async def _runs_per_signal(deployment_id: object) -> dict[str, int]:
