@@ -8,12 +8,16 @@ written with a handful of set-based statements:
 1. `prefetch` loads, for every account and event of the batch, the dedup ledger rows, the
    account rows (locked `FOR UPDATE` in id order on PostgreSQL, so two consumers serialise on
    an account exactly as the row-at-a-time repository does) and the parked events of accounts
-   that do not exist yet;
+   that do not exist yet and land in this batch. An account whose row still has the version
+   stamp this process last wrote or read comes from the `AccountCache` instead of being
+   parsed again from its JSON;
 2. `LifecycleService` runs unchanged against this object (it implements the service's
    `LifecycleRepository` protocol) and everything it does is buffered;
-3. `write` stores the result: one insert/update per touched account (its last state), and
-   executemany inserts for signals (skipping stored ids, each queued once in the outbox),
-   stage and health changes, the event timeline, the dedup ledger and parked events.
+3. `write` stores the result: one insert/update per touched account (its last state,
+   serialized once), and bulk inserts (COPY on PostgreSQL, one executemany on SQLite) for
+   signals (skipping stored ids, each queued once in the outbox), stage and health changes,
+   the event timeline, the dedup ledger and parked events;
+4. after the commit, `committed_accounts` hands the written states to the cache.
 
 The rows written are the ones `SqlLifecycleRepository` writes (same tables, columns, order
 within an account, signal sequence numbering); the consumer tests compare both paths with
@@ -23,7 +27,8 @@ the domain's in-memory reference.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -35,19 +40,18 @@ from sqlalchemy import (
     CursorResult,
     String,
     Table,
+    Text,
     any_,
     bindparam,
     delete,
     func,
-    insert,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from laer_domain.events import CloudEvent
+from laer_domain.events import CloudEvent, EventType
 from laer_domain.model import LIVE_STAGES, Account
 from laer_domain.persistence.tables import (
     AccountRow,
@@ -71,20 +75,54 @@ def _table(row: type[Base]) -> Table:
     return Base.metadata.tables[row.__tablename__]
 
 
+class JsonText(str):
+    """A value already serialized to JSON text, written as it is into a JSON column."""
+
+    __slots__ = ()
+
+
 def _insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert many rows in few round trips.
 
     On PostgreSQL the rows are streamed with one COPY (values converted as the SQLAlchemy
     column types would bind them); psycopg's executemany sends one statement per row and a
-    multi-row VALUES statement costs psycopg and the server a long parse. SQLite's
-    executemany is a C loop in process already.
+    multi-row VALUES statement costs psycopg and the server a long parse. On SQLite the
+    values go through the columns' own bind processors into one DBAPI executemany (SQLite's
+    executemany is a C loop in process; SQLAlchemy's per-row parameter handling is not).
+    A `JsonText` value of a JSON column is stored as it is.
     """
     if not rows:
         return
     if session.get_bind().dialect.name == "postgresql":
         _copy_rows(session, table, rows)
     else:
-        session.execute(insert(table), rows)
+        _executemany_rows(session, table, rows)
+
+
+def _executemany_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    dialect = session.get_bind().dialect
+    names = list(rows[0])
+    processors: list[Callable[[Any], Any] | None] = []
+    for name in names:
+        column_type = table.c[name].type
+        process = column_type.dialect_impl(dialect).bind_processor(dialect)
+        processors.append(_json_or_text(process) if isinstance(column_type, JSON) else process)
+    quote = dialect.identifier_preparer
+    statement = (f"INSERT INTO {quote.format_table(table)} "
+                 f"({', '.join(quote.quote(name) for name in names)}) "
+                 f"VALUES ({', '.join('?' for _ in names)})")
+    pairs = list(zip(names, processors, strict=True))
+    params = [tuple(row[name] if process is None else process(row[name])
+                    for name, process in pairs) for row in rows]
+    session.connection().exec_driver_sql(statement, params)
+
+
+def _json_or_text(process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    def bind(value: Any) -> Any:
+        if isinstance(value, JsonText):
+            return str(value)
+        return value if process is None else process(value)
+    return bind
 
 
 def _copy_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -106,11 +144,64 @@ def _copy_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> No
                 values = [row[name] for name in names]
                 for i, none_as_null in convert:
                     value = values[i]
-                    if value is not None or not none_as_null:
+                    if isinstance(value, JsonText):
+                        values[i] = str(value)
+                    elif value is not None or not none_as_null:
                         values[i] = dumps(value)
                 copy.write_row(values)
     except psycopg.Error as exc:  # as SQLAlchemy would raise it (IntegrityError, ...)
         raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+
+
+# new account values per column, as PostgreSQL arrays: (parameter, array type, column)
+_ACCOUNT_ARRAYS = (
+    ("b_id", "text[]", None), ("b_version", "int[]", None), ("b_state", "text[]", "state"),
+    ("version", "int[]", "version"), ("stage", "text[]", "stage"),
+    ("stage_since", "timestamptz[]", "stage_since"), ("owner", "text[]", "owner"),
+    ("health_score", "int[]", "health_score"), ("health_band", "text[]", "health_band"),
+    ("updated_at", "timestamptz[]", "updated_at"),
+)
+
+
+def _update_accounts(session: Session, updates: list[dict[str, Any]]) -> None:
+    """Write new account states, each only if its row still has the version read.
+
+    The state is JSON text (`JsonText`), stored as it is. On PostgreSQL one UPDATE joins
+    the rows to the new values, sent as one binary array per column (one statement, not one
+    per account; text-format arrays would cost an escape per quote of every state); SQLite
+    runs the statement per row in process. A row whose version moved on (another writer got
+    there first) is not updated, and the batch is retried.
+    """
+    table = _table(AccountRow)
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        quote = dialect.identifier_preparer
+        sets = ", ".join(
+            f"{quote.quote(column)} = new.{name}" + ("::json" if column == "state" else "")
+            for name, _, column in _ACCOUNT_ARRAYS if column)
+        statement = (
+            f"UPDATE {quote.format_table(table)} AS a SET {sets} FROM unnest("
+            + ", ".join(f"%b::{array}" for _, array, _ in _ACCOUNT_ARRAYS)
+            + f") AS new({', '.join(name for name, _, _ in _ACCOUNT_ARRAYS)}) "
+            "WHERE a.id = new.b_id AND a.version = new.b_version")
+        params = [[str(u[name]) if name == "b_state" else u[name] for u in updates]
+                  for name, _, _ in _ACCOUNT_ARRAYS]
+        raw = cast(psycopg.Connection[Any], session.connection().connection.driver_connection)
+        try:
+            with raw.cursor() as cursor:
+                cursor.execute(statement, params)
+                changed = cursor.rowcount
+        except psycopg.Error as exc:  # as SQLAlchemy would raise it (IntegrityError, ...)
+            raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+    else:
+        # SET comes from the parameter keys; the version guards like the ORM's version_id
+        stmt = update(table).where(
+            table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version")
+        ).values(state=bindparam("b_state", type_=Text))
+        result = cast(CursorResult[Any], session.execute(stmt, updates))
+        changed = result.rowcount if dialect.supports_sane_multi_rowcount else len(updates)
+    if changed != len(updates):
+        raise ConcurrentUpdate("an account changed under this batch")
 
 
 def _chunks(items: list[Any], size: int = 500) -> Iterable[list[Any]]:
@@ -118,9 +209,53 @@ def _chunks(items: list[Any], size: int = 500) -> Iterable[list[Any]]:
         yield items[i:i + size]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Stored:
+    """An account row's version stamp: every writer bumps `version`, `updated_at` too."""
+
     version: int
+    updated_at: datetime
+
+
+class AccountCache:
+    """Accounts as this process last committed (or read) them, keyed by id and row stamp.
+
+    An entry serves a batch only while the account row still has the stamp it was stored
+    with: every writer of `accounts` bumps the version (the ORM's version_id_col,
+    `BatchRepository.write`), so a change by another consumer, the sweeper or a flow is seen
+    and the state is parsed from the row again. Entries are never changed: the service
+    copies an account before it applies events to it. At most `size` accounts are kept,
+    least recently used first out, so memory stays bounded however many accounts there are.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, tuple[_Stored, Account]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, account_id: str, stamp: _Stored) -> Account | None:
+        """The cached state if it is the one with this stamp."""
+        item = self._items.get(account_id)
+        if item is None or item[0] != stamp:
+            return None
+        self._items.move_to_end(account_id)
+        return item[1]
+
+    def put(self, items: Iterable[tuple[str, _Stored, Account]]) -> None:
+        """Remember committed states (call only once their transaction committed)."""
+        if self.size <= 0:
+            return
+        for account_id, stamp, account in items:
+            self._items[account_id] = (stamp, account)
+            self._items.move_to_end(account_id)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._items.clear()
 
 
 @dataclass
@@ -129,6 +264,7 @@ class BatchRepository:
 
     session: Session
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    cache: AccountCache | None = None
     accounts: dict[str, Account | None] = field(default_factory=dict)
     _stored: dict[str, _Stored] = field(default_factory=dict)
     _dirty: dict[str, Account] = field(default_factory=dict)
@@ -150,29 +286,63 @@ class BatchRepository:
         ids = sorted({e.account_id for e in events})
         pg = self.session.get_bind().dialect.name == "postgresql"
         lock = pg
-        for part in _chunks(sorted(keys)):
-            if pg:  # one array parameter: psycopg parses a long IN (...) list slowly
-                cond = ProcessedEventRow.event_id == any_(
-                    bindparam("ids", sorted({i for _, i in part}), type_=ARRAY(String)))
-            else:
-                cond = tuple_(ProcessedEventRow.source, ProcessedEventRow.event_id).in_(part)
-            found = self.session.execute(
-                select(ProcessedEventRow.source, ProcessedEventRow.event_id).where(cond))
-            self._processed.update(k for k in ((s, i) for s, i in found) if k in keys)
+        if pg:
+            for part in _chunks(sorted(keys)):
+                # (source, id) pairs as two array parameters joined on the primary key: an
+                # index probe per key (psycopg parses a long IN (...) list slowly, and a
+                # condition on event_id alone scans the whole, ever growing, ledger)
+                wanted = func.unnest(
+                    bindparam("sources", [k[0] for k in part], type_=ARRAY(String)),
+                    bindparam("ids", [k[1] for k in part], type_=ARRAY(String)),
+                ).table_valued("source", "event_id").render_derived(name="wanted")
+                found = self.session.execute(
+                    select(ProcessedEventRow.source, ProcessedEventRow.event_id).join(
+                        wanted, (ProcessedEventRow.source == wanted.c.source)
+                        & (ProcessedEventRow.event_id == wanted.c.event_id)))
+                self._processed.update(k for k in ((s, i) for s, i in found) if k in keys)
+        else:
+            # per source: SQLite scans the whole index for `(source, event_id) IN (...)`
+            by_source: dict[str, list[str]] = {}
+            for source, event_id in sorted(keys):
+                by_source.setdefault(source, []).append(event_id)
+            for source, event_ids in by_source.items():
+                for part in _chunks(event_ids):
+                    found = self.session.execute(
+                        select(ProcessedEventRow.source, ProcessedEventRow.event_id).where(
+                            ProcessedEventRow.source == source,
+                            ProcessedEventRow.event_id.in_(part)))
+                    self._processed.update(
+                        k for k in ((s, i) for s, i in found) if k in keys)
+        stale: list[str] = []
         for part in _chunks(ids):
             where = (AccountRow.id == any_(bindparam("ids", part, type_=ARRAY(String))) if pg
                      else AccountRow.id.in_(part))
-            query = (select(AccountRow.id, AccountRow.state, AccountRow.version)
+            query = (select(AccountRow.id, AccountRow.version, AccountRow.updated_at)
                      .where(where).order_by(AccountRow.id))
             if lock:
                 query = query.with_for_update()
-            for account_id, state, version in self.session.execute(query):
+            for account_id, version, updated_at in self.session.execute(query):
+                stamp = _Stored(version, updated_at)
+                self._stored[account_id] = stamp
+                cached = self.cache.get(account_id, stamp) if self.cache is not None else None
+                if cached is None:
+                    stale.append(account_id)
+                else:
+                    self.accounts[account_id] = cached
+        for part in _chunks(stale):  # the rows are locked: they are as stamped above
+            where = (AccountRow.id == any_(bindparam("ids", part, type_=ARRAY(String))) if pg
+                     else AccountRow.id.in_(part))
+            for account_id, state in self.session.execute(
+                    select(AccountRow.id, AccountRow.state).where(where)):
                 self.accounts[account_id] = Account.model_validate(state)
-                self._stored[account_id] = _Stored(version)
         missing = [i for i in ids if i not in self.accounts]
         for account_id in missing:
             self.accounts[account_id] = None
-        for part in _chunks(missing):
+        # Stored parked events are taken only when their account lands, and an account that
+        # does not exist lands only through a subscription_started of this batch: the parked
+        # events of other missing accounts stay where they are, unread.
+        landing = {e.account_id for e in events if e.type == EventType.SUBSCRIPTION_STARTED}
+        for part in _chunks([i for i in missing if i in landing]):
             rows = self.session.execute(
                 select(ParkedEventRow.id, ParkedEventRow.account_id, ParkedEventRow.event)
                 .where(ParkedEventRow.account_id.in_(part)).order_by(ParkedEventRow.id))
@@ -189,7 +359,7 @@ class BatchRepository:
             self.accounts[account_id] = None if row is None else Account.model_validate(
                 row.state)
             if row is not None:
-                self._stored[account_id] = _Stored(row.version)
+                self._stored[account_id] = _Stored(row.version, row.updated_at)
         return self.accounts[account_id]
 
     def add_or_update(self, account: Account) -> None:
@@ -241,26 +411,19 @@ class BatchRepository:
                 "stage": account.stage.value, "stage_since": account.stage_since,
                 "owner": account.owner.value,
                 "health_score": health.score if health else None,
-                "health_band": health.band if health else None,
-                "state": account.model_dump(mode="json"), "updated_at": now,
+                "health_band": health.band if health else None, "updated_at": now,
             }
+            state = JsonText(account.model_dump_json())  # once per account and batch
             stored = self._stored.get(account_id)
             if stored is None:
-                inserts.append({"id": account_id, "version": 1, **values})
+                inserts.append({"id": account_id, "version": 1, "state": state, **values})
             else:
                 updates.append({"b_id": account_id, "b_version": stored.version,
-                                "version": stored.version + 1, **values})
+                                "b_state": state, "version": stored.version + 1, **values})
         if inserts:
             _insert_rows(s, _table(AccountRow), inserts)
         if updates:
-            table = _table(AccountRow)
-            # SET comes from the parameter keys; the version guards like the ORM's version_id
-            stmt = update(table).where(table.c.id == bindparam("b_id"),
-                                       table.c.version == bindparam("b_version"))
-            result = cast(CursorResult[Any], s.execute(stmt, updates))
-            if s.get_bind().dialect.supports_sane_multi_rowcount and \
-                    result.rowcount != len(updates):
-                raise ConcurrentUpdate("an account changed under this batch")
+            _update_accounts(s, updates)
 
         signals: list[dict[str, Any]] = []
         stage_changes: list[dict[str, Any]] = []
@@ -305,7 +468,7 @@ class BatchRepository:
         if self._events:
             _insert_rows(s, _table(AppliedEventRow), [
                 {"account_id": account_id, "event_id": e.id, "source": e.source,
-                 "type": e.type, "time": e.time, "data": e.data.model_dump(mode="json")}
+                 "type": e.type, "time": e.time, "data": JsonText(e.data.model_dump_json())}
                 for e, account_id in self._events])
         if self._new_processed:
             _insert_rows(s, _table(ProcessedEventRow), [
@@ -316,9 +479,28 @@ class BatchRepository:
         if parked:
             _insert_rows(s, _table(ParkedEventRow), [
                 {"account_id": e.account_id, "event_time": e.time,
-                 "event": e.model_dump(mode="json"),
+                 "event": JsonText(e.model_dump_json()),
                  "origin": dict(origin) if origin else None, "parked_at": now}
                 for e, origin in parked])
         for part in _chunks(self._taken_ids):
             s.execute(delete(ParkedEventRow).where(ParkedEventRow.id.in_(part)))
         return len(signals)
+
+    def committed_accounts(self) -> list[tuple[str, _Stored, Account]]:
+        """Each account this batch read or wrote, with the stamp its row has after `write`.
+
+        Only true once the transaction committed; `Ingestor` then hands these to the cache.
+        """
+        items = []
+        for account_id, account in self.accounts.items():
+            if account is None:
+                continue
+            stored = self._stored.get(account_id)
+            if account_id in self._dirty:
+                stamp = _Stored(1 if stored is None else stored.version + 1, self.now)
+            elif stored is None:  # pragma: no cover - an account is read from its row
+                continue
+            else:
+                stamp = stored
+            items.append((account_id, stamp, account))
+        return items

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from consumers.batch_store import BatchRepository, ConcurrentUpdate
+from consumers.batch_store import AccountCache, BatchRepository, ConcurrentUpdate
 from consumers.dlq import DeadLetter, DeadLetterSink
-from consumers.records import RawRecord, decode
+from consumers.records import LazyOrigin, RawRecord, decode
 from laer.settings import ConsumerSettings
 from laer_domain.events import CloudEvent, InvalidEvent
 from laer_domain.persistence.uow import UnitOfWork
@@ -54,6 +54,8 @@ class Ingestor:
         self._limits = limits
         self._dead_letters = dead_letters
         self._clock = clock
+        # committed account states, reused while their row is unchanged (bounded, LRU)
+        self.cache = AccountCache(limits.account_cache_size)
 
     def _decode(self, rec: RawRecord, now: datetime) -> CloudEvent | DeadLetter:
         family = self._families.get(rec.topic)
@@ -97,15 +99,16 @@ class Ingestor:
                     self._dead_letters(letters)
                     sent.update((dl.record.topic, dl.record.partition, dl.record.offset)
                                 for dl in letters)
-                repo = BatchRepository(uow.session)
+                repo = BatchRepository(uow.session, cache=self.cache)
                 repo.prefetch(item for _, item in fresh if not isinstance(item, DeadLetter))
-                service = LifecycleService(repo, self._policy)
+                # one working copy per account for the whole batch (see EventBatch)
+                batch = LifecycleService(repo, self._policy).batch()
                 for rec, item in fresh:
                     if isinstance(item, DeadLetter):
                         report.dead_letters.append(item)
                         report.outcomes_by_type[("invalid", item.reason)] += 1
                         continue
-                    result = service.handle(item, origin=rec.origin())
+                    result = batch.handle(item, origin=LazyOrigin(rec))
                     report.outcomes_by_type[(item.type, result.status)] += 1
                     if result.status == "applied":
                         report.applied += 1
@@ -117,9 +120,9 @@ class Ingestor:
                 for rec, _ in decoded:
                     tp = (rec.topic, rec.partition)
                     report.next_offsets[tp] = max(report.next_offsets.get(tp, 0), rec.offset + 1)
-                for (topic, partition), nxt in report.next_offsets.items():
-                    uow.offsets.advance(topic, partition, nxt)
+                uow.offsets.advance_all(report.next_offsets)
                 uow.commit()
+                self.cache.put(repo.committed_accounts())
             except DBAPIError as exc:
                 if _is_conflict(exc):
                     raise ConcurrentUpdate(str(exc)) from exc

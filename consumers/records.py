@@ -7,6 +7,7 @@ hide bad input, so the binding is decoded here and validated strictly by `parse_
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,6 +56,30 @@ class RawRecord:
             "value": (self.value or b"").decode("utf-8", "replace"),
             "headers": [[k, v.decode("utf-8", "replace")] for k, v in self.headers],
         }
+
+
+class LazyOrigin(Mapping[str, Any]):
+    """`RawRecord.origin()`, built only if something reads it (only parked events keep it)."""
+
+    __slots__ = ("_record", "_origin")
+
+    def __init__(self, record: RawRecord) -> None:
+        self._record = record
+        self._origin: dict[str, Any] | None = None
+
+    def _value(self) -> dict[str, Any]:
+        if self._origin is None:
+            self._origin = self._record.origin()
+        return self._origin
+
+    def __getitem__(self, key: str) -> Any:
+        return self._value()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._value())
+
+    def __len__(self) -> int:
+        return len(self._value())
 
 
 def _text(value: bytes, name: str) -> str:

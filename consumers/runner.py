@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -27,6 +28,32 @@ from laer_domain.persistence.uow import UnitOfWork
 from laer_domain.policy import Policy
 
 log = logging.getLogger(__name__)
+
+
+# The young generation is collected every 10,000 net container allocations instead of 700
+# (a few milliseconds each; 50,000 saves little more CPU and pauses ~30 ms).
+GC_THRESHOLDS = (10_000, 10, 10)
+_gc_tuned = False
+
+
+def tune_gc() -> None:
+    """Fewer and cheaper garbage collections for a long-running consumer process.
+
+    A batch allocates many container objects (events, states, rows) that live until it is
+    committed. With CPython's default thresholds they are scanned again and again and
+    promoted to the old generation, which then triggers full collections walking the whole
+    heap: about a sixth of the consumer's CPU, and pauses of up to ~100 ms in the middle of
+    a batch (latency). The objects alive after start-up (modules, schemas, clients) are
+    frozen out of those walks, once per process, and young collections run less often.
+    Memory is still freed by reference counting as soon as it is unused; only garbage
+    cycles wait a little longer (at most one young generation of them).
+    """
+    global _gc_tuned
+    if not _gc_tuned:
+        gc.collect()
+        gc.freeze()
+        _gc_tuned = True
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def consumer_options(settings: Settings) -> dict[str, Any]:
@@ -107,6 +134,7 @@ class ConsumerLoop:
     dead_letters: DeadLetterSink
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_batch: Callable[[BatchReport], None] | None = None
+    gc_tuning: bool = True  # `tune_gc()` when the loop starts (it affects the whole process)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, *_: Any) -> None:
@@ -133,6 +161,8 @@ class ConsumerLoop:
         sweeper = ParkedSweeper(self.factory, self.policy, self.settings.consumer.park_window,
                                 self.dead_letters, self.clock)
         consumer = self._consumer()
+        if self.gc_tuning:
+            tune_gc()
         self._await_topics(consumer, list(k.source_topics))
         listener = SeekToStoredOffsets(lambda: consumer, self.factory, k.group_id)
         consumer.subscribe(topics=list(k.source_topics), listener=listener)
@@ -150,6 +180,10 @@ class ConsumerLoop:
                         backoff = min(backoff * 2, 10.0)
                         consumer.poll(timeout_ms=0)  # keep the membership alive meanwhile
                         continue
+                # poll() returns as soon as any record is fetched (up to max_poll_records; the
+                # timeout only bounds an idle wait), and the next fetch is in flight while a
+                # batch is processed: a batch is what arrived during the previous one, so at a
+                # steady rate batches stay small and latency is about one batch's processing.
                 polled = consumer.poll(timeout_ms=self.settings.consumer.poll_timeout_ms)
                 records = [RawRecord.from_consumer_record(r)
                            for batch in polled.values() for r in batch]
@@ -211,10 +245,16 @@ class ConsumerLoop:
 
     @staticmethod
     def _commit_kafka(consumer: KafkaConsumer, report: BatchReport) -> None:
-        # The database holds the authoritative offsets; Kafka's copy serves lag tools.
+        # The database holds the authoritative offsets; Kafka's copy serves lag tools, so it
+        # is sent without waiting for the broker's answer (a round trip per batch otherwise).
         offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
                    for (t, p), o in report.next_offsets.items()}
+
+        def done(_offsets: Any, response: Any) -> None:
+            if isinstance(response, Exception):  # a rebalance in progress: the database
+                log.warning("kafka offset commit skipped: %s", response)  # copy still holds
+
         try:
-            consumer.commit(offsets)
-        except Exception as exc:  # a rebalance in progress: the database copy still holds
+            consumer.commit_async(offsets, callback=done)
+        except Exception as exc:
             log.warning("kafka offset commit skipped: %s", exc)

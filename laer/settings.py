@@ -67,6 +67,9 @@ class ConsumerSettings(BaseModel):
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    account_cache_size: int = Field(
+        default=10_000, ge=0,
+        description="accounts kept parsed between batches (about 8 KB each; 0 = none)")
 
 
 class PrefectSettings(BaseModel):

@@ -23,8 +23,16 @@ from laer_domain.model import (
     roles_for,
 )
 from laer_domain.policy import Policy
-from laer_domain.rules import AccountNotLanded, Outcome, apply_event, sweep
+from laer_domain.rules import (
+    AccountNotLanded,
+    Outcome,
+    apply_event,
+    apply_event_in_place,
+    copy_account,
+    sweep,
+)
 from laer_domain.service import (
+    EventBatch,
     HandleResult,
     InMemoryRepository,
     LifecycleRepository,
@@ -40,6 +48,7 @@ __all__ = [
     "Account",
     "AccountNotLanded",
     "CloudEvent",
+    "EventBatch",
     "EventType",
     "Evidence",
     "Goal",
@@ -59,6 +68,8 @@ __all__ = [
     "StageChange",
     "Term",
     "apply_event",
+    "apply_event_in_place",
+    "copy_account",
     "event_family",
     "event_json_schemas",
     "in_memory_service",

@@ -69,13 +69,13 @@ class Policy(BaseSettings):
 
     def ticket_penalty(self, priority: str) -> int:
         """Return the health penalty for one open ticket of a priority."""
-        penalties = {
-            "low": self.health_ticket_penalty_low,
-            "normal": self.health_ticket_penalty_normal,
-            "high": self.health_ticket_penalty_high,
-            "urgent": self.health_ticket_penalty_urgent,
-        }
-        return penalties.get(priority, self.health_ticket_penalty_normal)
+        if priority == "low":
+            return self.health_ticket_penalty_low
+        if priority == "high":
+            return self.health_ticket_penalty_high
+        if priority == "urgent":
+            return self.health_ticket_penalty_urgent
+        return self.health_ticket_penalty_normal  # "normal" and anything unknown
 
     @classmethod
     def from_file(cls, path: str | Path) -> Policy:

@@ -196,7 +196,7 @@ def _model_copier(cls: type[BaseModel]) -> _Copier:
     return copy
 
 
-def _copy(account: Account) -> Account:
+def copy_account(account: Account) -> Account:
     """A deep copy of an account (state models are plain data; leaves are immutable).
 
     Equal to the former `Account.model_validate(account.model_dump())` round trip for every
@@ -204,6 +204,9 @@ def _copy(account: Account) -> Account:
     """
     copied: Account = _model_copier(Account)(account)
     return copied
+
+
+_copy = copy_account
 
 
 def _finish(ctx: Ctx, until: datetime) -> Outcome:
@@ -218,13 +221,25 @@ def _finish(ctx: Ctx, until: datetime) -> Outcome:
 
 def apply_event(account: Account | None, event: CloudEvent, policy: Policy) -> Outcome:
     """Apply due time rules, then the event, then due rules again; returns a new state."""
+    return apply_event_in_place(None if account is None else _copy(account), event, policy)
+
+
+def apply_event_in_place(working: Account | None, event: CloudEvent, policy: Policy) -> Outcome:
+    """`apply_event` on a working copy the caller owns: `working` is changed, not copied.
+
+    The outcome's account is `working` itself, or a new account when the event lands or wins
+    it back. Applying several events of one account this way, each to the previous outcome's
+    account, gives the states and records `apply_event` gives one event at a time. If this
+    raises, `working` may be half-applied and must be thrown away (see
+    `LifecycleService.handle_batch`, which rebuilds it).
+    """
     started = event.type == EventType.SUBSCRIPTION_STARTED
-    if account is None:
+    if working is None:
         if not started:
             raise AccountNotLanded(event.subject)
         ctx = _land(None, event, policy)
     else:
-        ctx = Ctx(_copy(account), policy)
+        ctx = Ctx(working, policy)
         advance(ctx, event.time)
         if not ctx.account.is_live:
             if not started:  # churned: recorded by the caller, no state, no signals

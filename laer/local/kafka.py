@@ -15,7 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -87,6 +87,7 @@ class LocalKafka:
 
     home: Path
     port: int = DEFAULT_PORT
+    overrides: dict[str, str] = field(default_factory=dict)  # server.properties to change
 
     @property
     def bootstrap(self) -> str:
@@ -122,6 +123,7 @@ class LocalKafka:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
+            **self.overrides,
         }
         path = self.home / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))

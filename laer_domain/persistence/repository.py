@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from laer_domain.events import CloudEvent
@@ -14,6 +14,7 @@ from laer_domain.model import Account, Stage
 from laer_domain.persistence.tables import (
     AccountRow,
     AppliedEventRow,
+    Base,
     ConsumerOffsetRow,
     HealthChangeRow,
     OutboxRow,
@@ -157,25 +158,62 @@ class OffsetLedger:
         self.session = session
         self.group_id = group_id
         self._lock = session.get_bind().dialect.name == "postgresql"
+        self._table = Base.metadata.tables[ConsumerOffsetRow.__tablename__]
+        # next offsets read (and locked) in this transaction; None: no row yet
+        self._known: dict[tuple[str, int], int | None] = {}
 
     def lock(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """Read (and on PostgreSQL lock, in a fixed order) the next offsets of partitions."""
-        result: dict[tuple[str, int], int] = {}
-        for topic, partition in sorted(set(partitions)):
-            row = self.session.get(ConsumerOffsetRow, (self.group_id, topic, partition),
-                                   with_for_update=self._lock or None)
-            if row is not None:
-                result[(topic, partition)] = row.next_offset
-        return result
+        """Read (and on PostgreSQL lock, in a fixed order) the next offsets of partitions.
+
+        One statement for all of them; PostgreSQL locks the rows in the order they are
+        sorted, so two consumers cannot lock the same rows in opposite orders.
+        """
+        wanted = sorted(set(partitions))
+        if not wanted:
+            return {}
+        t = self._table.c
+        query = (select(t.topic, t.partition, t.next_offset)
+                 .where(t.group_id == self.group_id, tuple_(t.topic, t.partition).in_(wanted))
+                 .order_by(t.topic, t.partition))
+        if self._lock:
+            query = query.with_for_update()
+        self._known.update(dict.fromkeys(wanted))
+        for topic, partition, next_offset in self.session.execute(query):
+            self._known[(topic, partition)] = next_offset
+        return {tp: n for tp in wanted if (n := self._known[tp]) is not None}
 
     def advance(self, topic: str, partition: int, next_offset: int) -> None:
         """Move a partition's next offset forward (never backward)."""
-        row = self.session.get(ConsumerOffsetRow, (self.group_id, topic, partition))
-        if row is None:
-            self.session.add(ConsumerOffsetRow(group_id=self.group_id, topic=topic,
-                                               partition=partition, next_offset=next_offset))
-        elif next_offset > row.next_offset:
-            row.next_offset = next_offset
+        self.advance_all({(topic, partition): next_offset})
+
+    def advance_all(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """`advance` several partitions: one UPDATE and one INSERT statement at most.
+
+        A partition without a row gets one by INSERT, so two consumers that both started it
+        cannot both commit (the second fails on the primary key and retries its batch).
+        """
+        unread = [tp for tp in offsets if tp not in self._known]
+        if unread:
+            self.lock(unread)
+        t = self._table.c
+        updates, inserts = [], []
+        for (topic, partition), nxt in offsets.items():
+            known = self._known[(topic, partition)]
+            if known is None:
+                inserts.append({"group_id": self.group_id, "topic": topic,
+                                "partition": partition, "next_offset": nxt})
+            elif nxt > known:
+                updates.append({"g": self.group_id, "t": topic, "p": partition, "n": nxt})
+            else:
+                continue
+            self._known[(topic, partition)] = nxt
+        if updates:
+            self.session.execute(
+                update(self._table).where(t.group_id == bindparam("g"), t.topic == bindparam("t"),
+                                          t.partition == bindparam("p"))
+                .values(next_offset=bindparam("n")), updates)
+        if inserts:
+            self.session.execute(insert(self._table), inserts)
 
     def stored(self) -> dict[tuple[str, int], int]:
         """Every stored next offset of this group."""

@@ -79,6 +79,7 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("129-char subject", with_attr(base(), subject="a" * 129), "invalid_subject"),
     ("non-ascii subject", with_attr(base(), subject="acmé"), "invalid_subject"),
     ("empty subject", with_attr(base(), subject=""), "invalid_subject"),
+    ("subject ending in a newline", with_attr(base(), subject="acme\n"), "invalid_subject"),
     ("empty id", with_attr(base(), id=""), "missing_attribute"),
     ("missing time", without(base(), "time"), "missing_attribute"),
     ("missing id", without(base(), "id"), "missing_attribute"),
