@@ -49,19 +49,20 @@ def recorded(repo: InMemoryRepository) -> dict[str, Any]:
     }
 
 
+def outcome(handle: Any, event: CloudEvent) -> tuple[str, Any]:
+    """(status, signals) of handling `event`, or ("error", message) when a rule raised."""
+    try:
+        result = handle(event)
+    except RuntimeError as exc:
+        return ("error", str(exc))
+    return (result.status, result.signals)
+
+
 def one_by_one(events: list[CloudEvent], repo: InMemoryRepository | None = None,
                ) -> tuple[InMemoryRepository, list[tuple[str, Any]]]:
     repo = repo or InMemoryRepository()
     service = LifecycleService(repo, POLICY)
-    results = []
-    for event in events:
-        try:
-            result = service.handle(event)
-        except RuntimeError as exc:
-            results.append(("error", str(exc)))
-            continue
-        results.append((result.status, result.signals))
-    return repo, results
+    return repo, [outcome(service.handle, event) for event in events]
 
 
 def batched(events: list[CloudEvent], cuts: list[int], repo: InMemoryRepository | None = None,
@@ -73,13 +74,7 @@ def batched(events: list[CloudEvent], cuts: list[int], repo: InMemoryRepository 
     bounds = sorted({0, len(events), *(c for c in cuts if 0 < c < len(events))})
     for start, end in zip(bounds, bounds[1:], strict=False):
         batch = service.batch()
-        for event in events[start:end]:
-            try:
-                result = batch.handle(event)
-            except RuntimeError as exc:
-                results.append(("error", str(exc)))
-                continue
-            results.append((result.status, result.signals))
+        results.extend(outcome(batch.handle, event) for event in events[start:end])
     return repo, results
 
 
