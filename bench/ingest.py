@@ -327,7 +327,9 @@ def measure_pipeline(bootstrap: str, topics: Topics, n: int, db_url: str) -> dic
     engine.dispose()
     first_t, first_n = marks[0]
     last_t, last_n = marks[-1]
-    steady = (last_n - first_n) / (last_t - first_t) if last_t > first_t else 0.0
+    # one batch only (a tiny run): the rate since the start, group join included
+    steady = ((last_n - first_n) / (last_t - first_t) if last_t > first_t
+              else total / (last_t - started))
     return {"events": total, "seconds": round(last_t - started, 2),
             "rate": round(steady), "batches": len(marks)}
 
@@ -533,6 +535,8 @@ def measure_processes(bootstrap: str, topics: Topics, db_url: str, n: int, count
             time.sleep(0.05 if backlog else 0.2)
         elapsed = time.perf_counter() - started
         stop_sampling.set()
+        if sample_rss:  # the last figure, also for a run shorter than one sampling period
+            samples.append((elapsed, n, max(rss_kb(p.process.pid) for p in procs if p.process)))
         if producer is not None:
             producer.join()
         result: dict[str, Any] = {"processes": count, "events": n - before,
