@@ -61,16 +61,39 @@ class Container:
 _container: Container | None = None
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def log_handler(log_format: str) -> logging.Handler:
+    """A stderr handler writing plain lines, or one JSON object per line for `json`."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter(
+            LOG_FORMAT, rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
+    else:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    return handler
+
+
+def configure_logging(settings: Settings) -> None:
+    """Root logging as the settings ask (once per process, like `logging.basicConfig`)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(log_handler(settings.log_format))
+    root.setLevel(settings.log_level)
+    if settings.log_level != "DEBUG":
+        logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO is per-connection
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def container() -> Container:
     """The process-wide container (settings read and validated on first use)."""
     global _container
     if _container is None:
         settings = load_settings()
-        logging.basicConfig(level=settings.log_level,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        if settings.log_level != "DEBUG":
-            logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO is per-connection
-            logging.getLogger("alembic").setLevel(logging.WARNING)
+        configure_logging(settings)
         _container = Container(settings, Policy())
     return _container
 

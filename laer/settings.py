@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     webhook_secret: SecretStr = SecretStr("change-me")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # json: one object per line (time, level, logger, message, exception) for log shippers
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("database_url")
     @classmethod
