@@ -18,11 +18,12 @@ def _clamp(value: int) -> int:
 
 def usage_component(account: Account, policy: Policy) -> int:
     """Mean active users of the latest week against the activation target, 0..100."""
-    if not account.daily_active_users:
+    daily = account.daily_active_users
+    if not daily:
         return policy.health_usage_unknown
-    latest = max(date.fromisoformat(d) for d in account.daily_active_users)
-    first = latest - timedelta(days=6)
-    counts = [c for d, c in account.daily_active_users.items() if date.fromisoformat(d) >= first]
+    # the keys are date.isoformat() strings, which order as their dates do
+    first = (date.fromisoformat(max(daily)) - timedelta(days=6)).isoformat()
+    counts = [c for d, c in daily.items() if d >= first]
     target = policy.activation_share * account.term.seats
     if target <= 0:
         return 100
@@ -62,17 +63,13 @@ def compute_health(
     account: Account, policy: Policy, now: datetime
 ) -> tuple[int, Band, dict[str, int]]:
     """Return (score, band, components) of an account as of `now`."""
-    components = {
-        "usage": usage_component(account, policy),
-        "support": support_component(account, policy, now),
-        "billing": billing_component(account, policy),
-    }
-    weights = {
-        "usage": policy.health_weight_usage,
-        "support": policy.health_weight_support,
-        "billing": policy.health_weight_billing,
-    }
-    total = sum(weights.values(), Decimal(0))
-    weighted = sum((weights[k] * components[k] for k in components), Decimal(0)) / total
+    usage = usage_component(account, policy)
+    support = support_component(account, policy, now)
+    billing = billing_component(account, policy)
+    w_usage, w_support = policy.health_weight_usage, policy.health_weight_support
+    w_billing = policy.health_weight_billing
+    weighted = (w_usage * usage + w_support * support + w_billing * billing) / (
+        w_usage + w_support + w_billing)
     score = _clamp(int(weighted.to_integral_value(ROUND_HALF_UP)))
-    return score, band_for(score, policy), components
+    return score, band_for(score, policy), {"usage": usage, "support": support,
+                                            "billing": billing}
