@@ -38,3 +38,21 @@ def test_every_measurement_runs_and_is_written(kafka_broker: LocalKafka, postgre
     assert r["one_process"]["processes"] == 1 and r["two_processes"]["processes"] == 2
     assert r["long_run"]["rss_samples"] >= 1 and r["long_run"]["rss_peak_mb"] > 0
     assert "LAER ingestion" in done.stdout and "floor" in done.stdout
+
+
+def test_sections_cover_the_batch(postgres_url: str) -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.sections", "--postgres", postgres_url, "--events", "600",
+         "--batch", "100"],
+        cwd=root, env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {line.split("│")[1].strip(): line.split("│")[4].strip()
+            for line in done.stdout.splitlines() if line.count("│") == 5}
+    assert rows["the whole batch"] == "100%"
+    inside = ["decode and validate the CloudEvent", "read accounts and the dedup ledger",
+              "domain rules, health included",
+              "write states, timeline, ledger, history, signals"]
+    shares = [int(rows[label].rstrip("%")) for label in inside]
+    assert all(share > 0 for share in shares) and 50 <= sum(shares) <= 100
