@@ -601,11 +601,12 @@ def main() -> None:
     if args.bootstrap:
         bootstrap = args.bootstrap
     else:
-        # A new group's first assignment waits 3 s for more members (Kafka's default; the
-        # local broker's 0 suits tests): the one-vs-two runs then start with every process
-        # in the group, instead of the first one consuming alone until the others join.
+        # A new group's first assignment waits 8 s for more members (Kafka's default is 3 s;
+        # the local broker's 0 suits tests): two `laer consume` processes started together
+        # on 2 busy cores can join more than 3 s apart, and the first then consumed a quarter
+        # of the backlog alone. With 8 s the one-vs-two runs start with both in the group.
         broker = LocalKafka(home / "kafka", port=free_port(),
-                            overrides={"group.initial.rebalance.delay.ms": "3000"})
+                            overrides={"group.initial.rebalance.delay.ms": "8000"})
         console.print(f"starting a broker on :{broker.port} ...")
         broker.start()
         bootstrap = broker.bootstrap
