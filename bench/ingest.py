@@ -586,6 +586,8 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=15.0)
     ap.add_argument("--scale-events", type=int, default=60_000,
                     help="events of the one-vs-two process runs")
+    ap.add_argument("--scale-rounds", type=int, default=2,
+                    help="measurements of each of one and two processes (medians reported)")
     ap.add_argument("--scale-mode", choices=("backlog", "live"), default="backlog",
                     help="one-vs-two runs: consume a backlog produced beforehand, or events "
                          "produced meanwhile by this process (which takes CPU from them)")
@@ -642,12 +644,15 @@ def main() -> None:
             args.latency_seconds)
         console.print("4. one vs two consumer processes (PostgreSQL) ...")
         backlog = args.scale_mode == "backlog"
-        results["one_process"] = measure_processes(
-            bootstrap, fresh_topics(), reset(args.postgres, home), args.scale_events, 1, home,
-            backlog=backlog)
-        results["two_processes"] = measure_processes(
-            bootstrap, fresh_topics(), reset(args.postgres, home), args.scale_events, 2, home,
-            backlog=backlog)
+        # rounds in the order 1, 2, 2, 1, ...: a slow spell of the machine hits both sides
+        runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+        for i in range(args.scale_rounds):
+            for count in ((1, 2) if i % 2 == 0 else (2, 1)):
+                runs[count].append(measure_processes(
+                    bootstrap, fresh_topics(), reset(args.postgres, home), args.scale_events,
+                    count, home, backlog=backlog))
+        results["one_process"] = _median_run(runs[1])
+        results["two_processes"] = _median_run(runs[2])
         console.print(f"5. memory over {args.long} events (one process, PostgreSQL) ...")
         results["long_run"] = measure_processes(
             bootstrap, fresh_topics(), reset(args.postgres, home), args.long, 1, home,
@@ -691,10 +696,13 @@ def report(r: dict[str, Any]) -> None:
                       f"p50 {lat['steady_p50_ms']} ms, p99 {lat['steady_p99_ms']} ms", "")
     one, two = r["one_process"], r["two_processes"]
     mode = one.get("mode", "live")
-    table.add_row(f"4. one `laer consume`, postgresql ({mode})", str(one["events"]),
-                  f"{one['rate']:,} ev/s", "")
-    table.add_row(f"4. two `laer consume`, postgresql ({mode})", str(two["events"]),
-                  f"{two['rate']:,} ev/s", f"{two['rate'] / one['rate']:.2f}x one (target 1.6x)")
+    rounds = f"median of {one.get('passes', 1)}"
+    table.add_row(f"4. one `laer consume`, postgresql ({mode}, {rounds})", str(one["events"]),
+                  f"{one['rate']:,} ev/s",
+                  "runs: " + ", ".join(f"{x:,}" for x in one.get("rates", [one["rate"]])))
+    table.add_row(f"4. two `laer consume`, postgresql ({mode}, {rounds})", str(two["events"]),
+                  f"{two['rate']:,} ev/s", f"{two['rate'] / one['rate']:.2f}x one (target 1.6x); "
+                  "runs: " + ", ".join(f"{x:,}" for x in two.get("rates", [two["rate"]])))
     long = r["long_run"]
     rss = ", ".join(f"{k.removeprefix('at_').replace('_events', '')}: {v} MB"
                     for k, v in long.get("rss_mb", {}).items())

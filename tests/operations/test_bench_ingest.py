@@ -22,7 +22,8 @@ def test_every_measurement_runs_and_is_written(kafka_broker: LocalKafka, postgre
     done = subprocess.run(
         [sys.executable, "-m", "bench.ingest", "--bootstrap", kafka_broker.bootstrap,
          "--postgres", postgres_url, "--events", "2000", "--rate", "200",
-         "--latency-seconds", "3", "--scale-events", "400", "--long", "600",
+         "--latency-seconds", "3", "--scale-events", "400", "--scale-rounds", "1",
+         "--long", "600",
          "--out", str(out)],
         cwd=root, env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True,
         timeout=480)
