@@ -212,8 +212,11 @@ def measure_raw(bootstrap: str, topics: Topics, n: int, passes: int = 5) -> dict
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    median = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
-    return {**median, "passes": len(runs), "rates": [r["rate"] for r in runs]}
+    """The middle run (its rate the median of all, the mean of the middle two if even)."""
+    rates = [r["rate"] for r in runs]
+    middle = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
+    return {**middle, "rate": round(statistics.median(rates)), "passes": len(runs),
+            "rates": rates}
 
 
 def _raw_pass(bootstrap: str, topics: Topics, n: int) -> dict[str, Any]:
