@@ -212,11 +212,13 @@ def measure_raw(bootstrap: str, topics: Topics, n: int, passes: int = 5) -> dict
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The middle run (its rate the median of all, the mean of the middle two if even)."""
+    """The median rate of several runs (the mean of the middle two if even), with every run."""
     rates = [r["rate"] for r in runs]
-    middle = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
-    return {**middle, "rate": round(statistics.median(rates)), "passes": len(runs),
-            "rates": rates}
+    first = runs[0]
+    summary = {k: v for k, v in first.items() if k not in ("rate", "seconds", "events")}
+    return {**summary, "events": max(r["events"] for r in runs),
+            "rate": round(statistics.median(rates)), "passes": len(runs), "rates": rates,
+            "runs": runs}
 
 
 def _raw_pass(bootstrap: str, topics: Topics, n: int) -> dict[str, Any]:
@@ -227,13 +229,16 @@ def _raw_pass(bootstrap: str, topics: Topics, n: int) -> dict[str, Any]:
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     got = 0
+    while not got:  # the clock starts at the first records: seek, connection, first fetch
+        got = sum(len(batch) for batch in consumer.poll(timeout_ms=1000).values())
     started = time.perf_counter()
-    while got < n:
+    timed = 0
+    while got + timed < n:
         for batch in consumer.poll(timeout_ms=1000).values():
-            got += len(batch)
+            timed += len(batch)
     elapsed = time.perf_counter() - started
     consumer.close()
-    return {"events": got, "seconds": round(elapsed, 2), "rate": round(got / elapsed)}
+    return {"events": got + timed, "seconds": round(elapsed, 2), "rate": round(timed / elapsed)}
 
 
 def measure_floor(bootstrap: str, topics: Topics, n: int, db_url: str,
@@ -266,7 +271,8 @@ def _floor_pass(bootstrap: str, topics: Topics, n: int, db_url: str) -> dict[str
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     got = 0
-    started = time.perf_counter()
+    started: float | None = None
+    untimed = 0
     try:
         while got < n:
             rows: list[tuple[str, str]] = []
@@ -291,11 +297,15 @@ def _floor_pass(bootstrap: str, topics: Topics, n: int, db_url: str) -> dict[str
                         "INSERT INTO bench_floor_offsets VALUES (%s, %s) ON CONFLICT (tp) "
                         "DO UPDATE SET next_offset = excluded.next_offset", list(offsets.items()))
                 conn.commit()
+                if started is None:  # the clock starts after the first poll, as in `_raw_pass`
+                    started, untimed = time.perf_counter(), got
+        assert started is not None
         elapsed = time.perf_counter() - started
     finally:
         consumer.close()
         conn.close()
-    return {"events": got, "seconds": round(elapsed, 2), "rate": round(got / elapsed)}
+    return {"events": got, "seconds": round(elapsed, 2),
+            "rate": round((got - untimed) / elapsed)}
 
 
 def reset(db_url: str, home: Path) -> str:
@@ -531,6 +541,9 @@ def measure_processes(bootstrap: str, topics: Topics, db_url: str, n: int, count
                         for log in logs):
                 break
             time.sleep(0.05 if backlog else 0.3)
+        else:
+            raise RuntimeError("the consumers did not all own partitions within 120 s:\n"
+                               + "\n".join(p.tail() for p in procs))
         if not backlog:
             time.sleep(2)
         samples: list[tuple[float, int, int]] = []  # (seconds, events consumed, RSS KB)
@@ -589,7 +602,7 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=15.0)
     ap.add_argument("--scale-events", type=int, default=60_000,
                     help="events of the one-vs-two process runs")
-    ap.add_argument("--scale-rounds", type=int, default=2,
+    ap.add_argument("--scale-rounds", type=lambda v: max(1, int(v)), default=2,
                     help="measurements of each of one and two processes (medians reported)")
     ap.add_argument("--scale-mode", choices=("backlog", "live"), default="backlog",
                     help="one-vs-two runs: consume a backlog produced beforehand, or events "
@@ -656,6 +669,9 @@ def main() -> None:
                     count, home, backlog=backlog))
         results["one_process"] = _median_run(runs[1])
         results["two_processes"] = _median_run(runs[2])
+        results["scale_ratio_by_round"] = [round(two["rate"] / one["rate"], 2) if one["rate"]
+                                           else None for one, two in zip(runs[1], runs[2],
+                                                                         strict=True)]
         console.print(f"5. memory over {args.long} events (one process, PostgreSQL) ...")
         results["long_run"] = measure_processes(
             bootstrap, fresh_topics(), reset(args.postgres, home), args.long, 1, home,
@@ -703,8 +719,10 @@ def report(r: dict[str, Any]) -> None:
     table.add_row(f"4. one `laer consume`, postgresql ({mode}, {rounds})", str(one["events"]),
                   f"{one['rate']:,} ev/s",
                   "runs: " + ", ".join(f"{x:,}" for x in one.get("rates", [one["rate"]])))
+    ratio = f"{two['rate'] / one['rate']:.2f}x" if one["rate"] else "n/a"
+    by_round = ", ".join(f"{x}x" for x in r.get("scale_ratio_by_round", []) if x)
     table.add_row(f"4. two `laer consume`, postgresql ({mode}, {rounds})", str(two["events"]),
-                  f"{two['rate']:,} ev/s", f"{two['rate'] / one['rate']:.2f}x one (target 1.6x); "
+                  f"{two['rate']:,} ev/s", f"{ratio} one (target 1.6x; by round: {by_round}); "
                   "runs: " + ", ".join(f"{x:,}" for x in two.get("rates", [two["rate"]])))
     long = r["long_run"]
     rss = ", ".join(f"{k.removeprefix('at_').replace('_events', '')}: {v} MB"
@@ -713,7 +731,7 @@ def report(r: dict[str, Any]) -> None:
     table.add_row("5. RSS of one `laer consume` (at n consumed)", str(long["events"]),
                   f"first {long.get('rss_first_mb')}, last {long.get('rss_last_mb')}, "
                   f"peak {long.get('rss_peak_mb')} MB ({rss}); {long['rate']:,} ev/s",
-                  f"{verdict}: {long.get('rss_growth_mb', 0):+} MB in the 2nd half "
+                  f"{verdict}: {long.get('rss_growth_mb', 0):+} MB, last quarter vs second "
                   "(target flat)")
     console.print(table)
 

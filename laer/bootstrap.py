@@ -78,11 +78,12 @@ def log_handler(log_format: str) -> logging.Handler:
 
 
 def configure_logging(settings: Settings) -> None:
-    """Root logging as the settings ask (once per process, like `logging.basicConfig`)."""
+    """Root logging as the settings ask, like `logging.basicConfig`: a process whose logging
+    is set up already (a Prefect flow run, pytest) keeps its handlers and level."""
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(log_handler(settings.log_format))
-    root.setLevel(settings.log_level)
+        root.setLevel(settings.log_level)
     if settings.log_level != "DEBUG":
         logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO is per-connection
         logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -68,8 +68,9 @@ def compute_health(
     billing = billing_component(account, policy)
     w_usage, w_support = policy.health_weight_usage, policy.health_weight_support
     w_billing = policy.health_weight_billing
-    weighted = (w_usage * usage + w_support * support + w_billing * billing) / (
-        w_usage + w_support + w_billing)
+    # summed from Decimal(0) as before: under a lower precision that rounds the first weight
+    total = Decimal(0) + w_usage + w_support + w_billing
+    weighted = (w_usage * usage + w_support * support + w_billing * billing) / total
     score = _clamp(int(weighted.to_integral_value(ROUND_HALF_UP)))
     return score, band_for(score, policy), {"usage": usage, "support": support,
                                             "billing": billing}
