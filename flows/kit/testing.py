@@ -70,7 +70,9 @@ class PlaybookHarness:
 
     def __enter__(self) -> PlaybookHarness:
         for key, value in self.env.items():
-            self._saved[key] = os.environ.get(key)
+            # entered again (a test changing `env`): keep the value from before the first entry
+            if key not in self._saved:
+                self._saved[key] = os.environ.get(key)
             os.environ[key] = value
         reset_container()  # flows build their container from this environment
         return self
