@@ -9,10 +9,12 @@ written with a handful of set-based statements:
    account rows (locked `FOR UPDATE` in id order on PostgreSQL, so two consumers serialise on
    an account exactly as the row-at-a-time repository does) and the parked events of accounts
    that do not exist yet and land in this batch. An account whose row still has the version
-   stamp this process last wrote or read comes from the `AccountCache` instead of being
+   stamp this process last wrote or read comes out of the `AccountCache` instead of being
    parsed again from its JSON;
 2. `LifecycleService` runs unchanged against this object (it implements the service's
-   `LifecycleRepository` protocol) and everything it does is buffered;
+   `LifecycleRepository` protocol) and everything it does is buffered. The accounts are the
+   batch's own, so its `EventBatch` changes them in place instead of copying them (`reload`
+   gives a failed event's account back as its row holds it);
 3. `write` stores the result: one insert/update per touched account (its last state,
    serialized once), and bulk inserts (COPY on PostgreSQL, one executemany on SQLite) for
    signals (skipping stored ids, each queued once in the outbox), stage and health changes,
@@ -223,9 +225,11 @@ class AccountCache:
     An entry serves a batch only while the account row still has the stamp it was stored
     with: every writer of `accounts` bumps the version (the ORM's version_id_col,
     `BatchRepository.write`), so a change by another consumer, the sweeper or a flow is seen
-    and the state is parsed from the row again. Entries are never changed: the service
-    copies an account before it applies events to it. At most `size` accounts are kept,
-    least recently used first out, so memory stays bounded however many accounts there are.
+    and the state is parsed from the row again. An entry is handed out once: `take` removes
+    it, the batch that took it changes it in place, and `put` brings it back only after that
+    batch committed (a batch that fails leaves its accounts to be parsed again). At most
+    `size` accounts are kept, least recently used first out, so memory stays bounded however
+    many accounts there are.
     """
 
     def __init__(self, size: int) -> None:
@@ -235,12 +239,11 @@ class AccountCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, account_id: str, stamp: _Stored) -> Account | None:
-        """The cached state if it is the one with this stamp."""
-        item = self._items.get(account_id)
+    def take(self, account_id: str, stamp: _Stored) -> Account | None:
+        """Remove and return the cached state if it is the one with this stamp."""
+        item = self._items.pop(account_id, None)
         if item is None or item[0] != stamp:
             return None
-        self._items.move_to_end(account_id)
         return item[1]
 
     def put(self, items: Iterable[tuple[str, _Stored, Account]]) -> None:
@@ -324,7 +327,7 @@ class BatchRepository:
             for account_id, version, updated_at in self.session.execute(query):
                 stamp = _Stored(version, updated_at)
                 self._stored[account_id] = stamp
-                cached = self.cache.get(account_id, stamp) if self.cache is not None else None
+                cached = self.cache.take(account_id, stamp) if self.cache is not None else None
                 if cached is None:
                     stale.append(account_id)
                 else:
@@ -361,6 +364,18 @@ class BatchRepository:
             if row is not None:
                 self._stored[account_id] = _Stored(row.version, row.updated_at)
         return self.accounts[account_id]
+
+    def reload(self, account_id: str) -> Account | None:
+        """Parse the account from its row again, as it was before this batch, and hold that.
+
+        The accounts this repository hands out are the batch's own and are changed in place
+        (`LifecycleService.batch(reload=...)`); after a failed event the batch rebuilds an
+        account from this. Rows are written only by `write`, so the row is the batch's start.
+        """
+        state = self.session.scalar(select(AccountRow.state).where(AccountRow.id == account_id))
+        account = None if state is None else Account.model_validate(state)
+        self.accounts[account_id] = account
+        return account
 
     def add_or_update(self, account: Account) -> None:
         """Buffer the account's new state (only the last one is written)."""

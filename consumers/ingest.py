@@ -101,8 +101,9 @@ class Ingestor:
                                 for dl in letters)
                 repo = BatchRepository(uow.session, cache=self.cache)
                 repo.prefetch(item for _, item in fresh if not isinstance(item, DeadLetter))
-                # one working copy per account for the whole batch (see EventBatch)
-                batch = LifecycleService(repo, self._policy).batch()
+                # the batch's accounts are its own (parsed or taken from the cache): changed
+                # in place, not copied (see EventBatch)
+                batch = LifecycleService(repo, self._policy).batch(reload=repo.reload)
                 for rec, item in fresh:
                     if isinstance(item, DeadLetter):
                         report.dead_letters.append(item)

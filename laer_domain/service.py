@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -154,9 +154,13 @@ class LifecycleService:
                 outcomes.append(self._apply(outcomes[-1].account, early))
         return HandleResult("applied", tuple(outcomes))
 
-    def batch(self) -> EventBatch:
-        """A handler for a run of events that copies each account once for the whole run."""
-        return EventBatch(self)
+    def batch(self, reload: Callable[[str], Account | None] | None = None) -> EventBatch:
+        """A handler for a run of events that copies each account once for the whole run.
+
+        With `reload`, the repository's accounts are the run's own and are changed in place,
+        not copied (see `EventBatch`).
+        """
+        return EventBatch(self, reload)
 
     def handle_batch(
         self, items: Iterable[tuple[CloudEvent, Mapping[str, Any] | None]]
@@ -197,12 +201,20 @@ class EventBatch:
     was before that event (the batch's earlier events of the account are replayed on a fresh
     copy; the rules are deterministic) and the exception propagates. Events handled before it
     keep their effects, as with `handle`; the batch can go on with later events.
+
+    A repository whose accounts nobody else holds (the consumer's batch store: parsed from
+    their rows, or taken out of its cache) passes `reload`, and the copy is skipped: the
+    accounts `get` returns are changed in place. `reload(account_id)` must return the account
+    as stored before the batch, as a new object that the repository holds from then on; a
+    failed event is rebuilt from it.
     """
 
-    def __init__(self, service: LifecycleService) -> None:
+    def __init__(self, service: LifecycleService,
+                 reload: Callable[[str], Account | None] | None = None) -> None:
         """Handle events for `service`'s repository and policy."""
         self._repo = service.repo
         self._policy = service.policy
+        self._reload = reload
         self._working: dict[str, Account] = {}
         # account id -> (state at the batch's first touch, events applied to it since)
         self._history: dict[str, tuple[Account | None, list[CloudEvent]]] = {}
@@ -212,7 +224,7 @@ class EventBatch:
             base = self._repo.get(account_id)
             self._history[account_id] = (base, [])
             if base is not None:
-                self._working[account_id] = copy_account(base)
+                self._working[account_id] = base if self._reload else copy_account(base)
         return self._working.get(account_id)
 
     def _apply(self, account_id: str, event: CloudEvent) -> Outcome:
@@ -230,7 +242,10 @@ class EventBatch:
 
     def _rebuild(self, account_id: str) -> None:
         base, applied = self._history[account_id]
-        account = None if base is None else copy_account(base)
+        if self._reload is not None:  # `base` is the half-applied working copy itself
+            account = self._reload(account_id)
+        else:
+            account = None if base is None else copy_account(base)
         for event in applied:
             account = apply_event_in_place(account, event, self._policy).account
         if account is None:

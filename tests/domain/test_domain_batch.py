@@ -65,15 +65,44 @@ def one_by_one(events: list[CloudEvent], repo: InMemoryRepository | None = None,
     return repo, [outcome(service.handle, event) for event in events]
 
 
+class OwnedRepository(InMemoryRepository):
+    """Hands out its accounts to be changed in place, as the consumer's batch store does.
+
+    `begin` stores each account as text, as a row would hold it at the start of a batch;
+    `reload` parses it from there again.
+    """
+
+    stored: dict[str, str]
+
+    def begin(self) -> None:
+        self.stored = {k: a.model_dump_json() for k, a in self.accounts.items()}
+
+    def reload(self, account_id: str) -> Account | None:
+        state = self.stored.get(account_id)
+        if state is None:
+            self.accounts.pop(account_id, None)
+            return None
+        account = Account.model_validate_json(state)
+        self.accounts[account_id] = account
+        return account
+
+
 def batched(events: list[CloudEvent], cuts: list[int], repo: InMemoryRepository | None = None,
-            ) -> tuple[InMemoryRepository, list[tuple[str, Any]]]:
-    """The events in batches ending at `cuts`; an error skips its event, the batch goes on."""
-    repo = repo or InMemoryRepository()
+            owned: bool = False) -> tuple[InMemoryRepository, list[tuple[str, Any]]]:
+    """The events in batches ending at `cuts`; an error skips its event, the batch goes on.
+
+    `owned`: the repository's accounts are changed in place (`batch(reload=...)`).
+    """
+    repo = repo or (OwnedRepository() if owned else InMemoryRepository())
     service = LifecycleService(repo, POLICY)
     results = []
     bounds = sorted({0, len(events), *(c for c in cuts if 0 < c < len(events))})
     for start, end in zip(bounds, bounds[1:], strict=False):
-        batch = service.batch()
+        if isinstance(repo, OwnedRepository):
+            repo.begin()
+            batch = service.batch(reload=repo.reload)
+        else:
+            batch = service.batch()
         results.extend(outcome(batch.handle, event) for event in events[start:end])
     return repo, results
 
@@ -92,12 +121,14 @@ def workloads(draw: st.DrawFn) -> tuple[list[CloudEvent], list[int]]:
     return events, cuts
 
 
+@pytest.mark.parametrize("owned", [False, True], ids=["copied", "in-place"])
 @props.SETTINGS
-@given(workloads())
-def test_batches_equal_one_event_at_a_time(workload: tuple[list[CloudEvent], list[int]]) -> None:
+@given(workload=workloads())
+def test_batches_equal_one_event_at_a_time(workload: tuple[list[CloudEvent], list[int]],
+                                           owned: bool) -> None:
     events, cuts = workload
     expected_repo, expected = one_by_one(events)
-    actual_repo, actual = batched(events, cuts)
+    actual_repo, actual = batched(events, cuts, owned=owned)
     assert actual == expected
     assert recorded(actual_repo) == recorded(expected_repo)
     assert actual_repo.accounts == expected_repo.accounts
@@ -160,12 +191,15 @@ def _stream() -> list[CloudEvent]:
     ]
 
 
-def test_a_failing_rule_leaves_no_half_applied_account(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("owned", [False, True], ids=["copied", "in-place"])
+@pytest.mark.parametrize("cuts", [[], [3]], ids=["lands-in-the-batch", "landed-before"])
+def test_a_failing_rule_leaves_no_half_applied_account(monkeypatch: pytest.MonkeyPatch,
+                                                       owned: bool, cuts: list[int]) -> None:
     _failing_handler(monkeypatch, {"bad"})
     events = _stream()
     expected_repo, expected = one_by_one(events)
     assert ("error", "rule failed on bad") in expected
-    actual_repo, actual = batched(events, [])
+    actual_repo, actual = batched(events, cuts, owned=owned)
     assert actual == expected
     assert recorded(actual_repo) == recorded(expected_repo)
     acme = actual_repo.accounts["acme"]
