@@ -221,10 +221,15 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "runs": runs}
 
 
-def _reader_from_start(bootstrap: str, topics: Topics) -> KafkaConsumer:
-    """A group-less consumer assigned every partition of the event topics, at offset 0."""
+def _reader_from_start(bootstrap: str, topics: Topics, n: int) -> KafkaConsumer:
+    """A group-less consumer assigned every partition of the event topics, at offset 0.
+
+    It polls as many records as `laer consume` does, but at most a tenth of the `n` to read:
+    the clock starts after the first poll, so a small run still has something to time.
+    """
+    records = min(ConsumerSettings().max_poll_records, max(1, n // 10))
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             max_poll_records=500)
+                             max_poll_records=records)
     tps = [TopicPartition(t, p) for t in topics.by_family.values()
            for p in consumer.partitions_for_topic(t) or ()]
     consumer.assign(tps)
@@ -233,7 +238,7 @@ def _reader_from_start(bootstrap: str, topics: Topics) -> KafkaConsumer:
 
 
 def _raw_pass(bootstrap: str, topics: Topics, n: int) -> dict[str, Any]:
-    consumer = _reader_from_start(bootstrap, topics)
+    consumer = _reader_from_start(bootstrap, topics, n)
     got = 0
     while not got:  # the clock starts at the first records: seek, connection, first fetch
         got = sum(len(batch) for batch in consumer.poll(timeout_ms=1000).values())
@@ -270,7 +275,7 @@ def _floor_pass(bootstrap: str, topics: Topics, n: int, db_url: str) -> dict[str
                  "(source text, event_id text, PRIMARY KEY (source, event_id))")
     conn.execute("CREATE TABLE bench_floor_offsets (tp text PRIMARY KEY, next_offset bigint)")
     conn.commit()
-    consumer = _reader_from_start(bootstrap, topics)
+    consumer = _reader_from_start(bootstrap, topics, n)
     got = 0
     started: float | None = None
     untimed = 0

@@ -61,7 +61,8 @@ def timed(owner: Any, name: str, totals: dict[str, float], label: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=20_000)
-    ap.add_argument("--batch", type=int, default=500, help="records per poll batch")
+    ap.add_argument("--batch", type=int, default=ConsumerSettings().max_poll_records,
+                    help="records per poll batch (default: the consumer's max_poll_records)")
     ap.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
     ap.add_argument("--postgres", default=PG_DEFAULT)
     args = ap.parse_args()
