@@ -260,6 +260,11 @@ class AccountCache:
         """Forget everything."""
         self._items.clear()
 
+    def entries(self) -> list[tuple[str, _Stored, Account]]:
+        """What the cache holds, least recently used first."""
+        return [(account_id, stamp, account)
+                for account_id, (stamp, account) in self._items.items()]
+
 
 @dataclass
 class BatchRepository:
@@ -357,7 +362,7 @@ class BatchRepository:
 
     def get(self, account_id: str) -> Account | None:
         """The account as of this point of the batch (None if it never landed)."""
-        if account_id not in self.accounts:  # not prefetched (a parked drain): load it
+        if account_id not in self.accounts:  # not prefetched (the consumer prefetches all)
             row = self.session.get(AccountRow, account_id)
             self.accounts[account_id] = None if row is None else Account.model_validate(
                 row.state)
@@ -366,11 +371,15 @@ class BatchRepository:
         return self.accounts[account_id]
 
     def reload(self, account_id: str) -> Account | None:
-        """Parse the account from its row again, as it was before this batch, and hold that.
+        """Parse the account from its row again and hold that (None if it has no row).
 
         The accounts this repository hands out are the batch's own and are changed in place
         (`LifecycleService.batch(reload=...)`); after a failed event the batch rebuilds an
-        account from this. Rows are written only by `write`, so the row is the batch's start.
+        account from this. Rows are written only by `write`, and prefetch locked the rows
+        that existed, so for those this is the state the batch started from. An account that
+        had no row is not locked: another consumer may have inserted it since, and then this
+        batch's own insert fails at `write` and the batch is retried. (`Ingestor` rolls a
+        batch back on any failed event anyway; the rebuild matters to callers that go on.)
         """
         state = self.session.scalar(select(AccountRow.state).where(AccountRow.id == account_id))
         account = None if state is None else Account.model_validate(state)

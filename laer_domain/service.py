@@ -193,9 +193,9 @@ class EventBatch:
     in place by the account's later events. The repository gets the same writes with the same
     values, in the same order, as with `handle` one event at a time (duplicates and parked
     events included; an account is read once per batch), so the states, signals and records
-    are the same. What differs: an
-    outcome's `account` is the account's working copy, so once the batch moved on it holds
-    the state after the account's latest event, not after that outcome's event.
+    are the same. What differs: an outcome's `account` is the account's working copy, so
+    once the batch moved on it holds the state after the account's latest event, not after
+    that outcome's event (with `reload`, below, later batches go on changing it too).
 
     An event whose rules raise leaves no half-applied account: its account is rebuilt as it
     was before that event (the batch's earlier events of the account are replayed on a fresh
@@ -206,7 +206,8 @@ class EventBatch:
     their rows, or taken out of its cache) passes `reload`, and the copy is skipped: the
     accounts `get` returns are changed in place. `reload(account_id)` must return the account
     as stored before the batch, as a new object that the repository holds from then on; a
-    failed event is rebuilt from it.
+    failed event is rebuilt from it. If `reload` itself fails, its exception propagates, with
+    the rule's as its context.
     """
 
     def __init__(self, service: LifecycleService,
@@ -224,7 +225,8 @@ class EventBatch:
             base = self._repo.get(account_id)
             self._history[account_id] = (base, [])
             if base is not None:
-                self._working[account_id] = base if self._reload else copy_account(base)
+                self._working[account_id] = (base if self._reload is not None
+                                             else copy_account(base))
         return self._working.get(account_id)
 
     def _apply(self, account_id: str, event: CloudEvent) -> Outcome:

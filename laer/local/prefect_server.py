@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from laer.local.kafka import LocalServiceError
+from laer.local.processes import stop_group
 
 
 def prefect_env(home: Path, api_url: str | None = None, database_url: str | None = None
@@ -89,11 +89,5 @@ class LocalPrefectServer:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server's process group."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            stop_group(self.process, timeout)

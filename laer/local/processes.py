@@ -10,6 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM the process's group, then SIGKILL if it has not exited within `timeout`."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @dataclass
 class ManagedProcess:
     """One `laer <command>` child with its own log file and process group."""
@@ -48,13 +60,7 @@ class ManagedProcess:
         """SIGTERM (clean shutdown), SIGKILL if it does not exit within `timeout`."""
         if self.process is None:
             return None
-        if self.alive():
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process, timeout)
         return self.process.returncode
 
     def tail(self, lines: int = 40) -> str:
