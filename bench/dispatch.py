@@ -35,10 +35,10 @@ from rich.table import Table
 from flows.kit.registry import Playbook
 from laer.local.prefect_server import LocalPrefectServer
 from laer_domain.model import Role, Stage
-from laer_domain.persistence.db import make_engine, upgrade
-from laer_domain.persistence.tables import AccountRow, OutboxRow, PlaybookRunRow, SignalRow
-from laer_domain.persistence.uow import session_factory
 from laer_domain.signals import SignalKind
+from persistence.db import make_engine, upgrade
+from persistence.tables import AccountRow, OutboxRow, PlaybookRunRow, SignalRow
+from persistence.uow import session_factory
 
 RESULTS = Path(__file__).parent / "results" / "dispatch.json"
 EMIT_EVENTS = os.environ.get("LAER_BENCH_EMIT_EVENTS", "1") == "1"

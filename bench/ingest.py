@@ -46,10 +46,10 @@ from laer.local.processes import ManagedProcess
 from laer.publish import encode
 from laer.settings import ConsumerSettings, KafkaSettings, Settings
 from laer_domain.events import event_family, make_event
-from laer_domain.persistence.db import make_engine, upgrade
-from laer_domain.persistence.tables import ConsumerOffsetRow
-from laer_domain.persistence.uow import session_factory
 from laer_domain.policy import Policy
+from persistence.db import make_engine, upgrade
+from persistence.tables import ConsumerOffsetRow
+from persistence.uow import session_factory
 
 PG_DEFAULT = "postgresql+psycopg://laer:laer@127.0.0.1:5432/laer_bench"
 T0 = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)

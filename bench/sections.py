@@ -22,15 +22,15 @@ from rich.table import Table
 
 import consumers.batch_store as batch_store
 import consumers.ingest as ingest
-import laer_domain.persistence.repository as repository
-import laer_domain.persistence.uow as uow
 import laer_domain.service as service
+import persistence.repository as repository
+import persistence.uow as uow
 from bench.ingest import PG_DEFAULT, Topics, encoded, events, reset
 from consumers.records import RawRecord
 from consumers.runner import tune_gc
 from laer.settings import ConsumerSettings
-from laer_domain.persistence.db import make_engine, upgrade
 from laer_domain.policy import Policy
+from persistence.db import make_engine, upgrade
 
 SECTIONS: list[tuple[Any, str, str]] = [
     (ingest.Ingestor, "process", "the whole batch"),

@@ -55,7 +55,8 @@ from sqlalchemy.orm import Session
 
 from laer_domain.events import CloudEvent, EventType
 from laer_domain.model import LIVE_STAGES, Account
-from laer_domain.persistence.tables import (
+from laer_domain.rules import Outcome
+from persistence.tables import (
     AccountRow,
     AppliedEventRow,
     Base,
@@ -66,7 +67,6 @@ from laer_domain.persistence.tables import (
     SignalRow,
     StageChangeRow,
 )
-from laer_domain.rules import Outcome
 
 
 class ConcurrentUpdate(Exception):

@@ -18,9 +18,9 @@ from consumers.dlq import DeadLetter, DeadLetterSink
 from consumers.records import LazyOrigin, RawRecord, decode
 from laer.settings import ConsumerSettings
 from laer_domain.events import CloudEvent, InvalidEvent
-from laer_domain.persistence.uow import UnitOfWork
 from laer_domain.policy import Policy
 from laer_domain.service import LifecycleService
+from persistence.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 

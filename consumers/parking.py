@@ -12,9 +12,9 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from consumers.dlq import DeadLetter, DeadLetterSink
 from consumers.records import RawRecord
-from laer_domain.persistence.uow import UnitOfWork
 from laer_domain.policy import Policy
 from laer_domain.rules import apply_event
+from persistence.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 

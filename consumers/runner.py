@@ -24,8 +24,8 @@ from consumers.ingest import BatchReport, Ingestor
 from consumers.parking import ParkedSweeper
 from consumers.records import RawRecord
 from laer.settings import Settings
-from laer_domain.persistence.uow import UnitOfWork
 from laer_domain.policy import Policy
+from persistence.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from flows.kit.runtime import app
 from flows.kit.steps import SignalInfo, Step, StepContext, run_namer, run_playbook
 from laer_domain.model import Account, Role, Stage
 from laer_domain.outreach import Priority
-from laer_domain.persistence.tables import SignalRow
 from laer_domain.signals import SignalKind
+from persistence.tables import SignalRow
 
 PLAYBOOK = Playbook(
     name="adoption_nudge",

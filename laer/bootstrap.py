@@ -14,9 +14,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from laer.settings import Settings, load_settings
-from laer_domain.persistence.db import make_engine, upgrade
-from laer_domain.persistence.uow import UnitOfWork, session_factory
 from laer_domain.policy import Policy
+from persistence.db import make_engine, upgrade
+from persistence.uow import UnitOfWork, session_factory
 
 
 @dataclass

@@ -317,7 +317,7 @@ def dlq_replay(
 def accounts(stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
              as_json: JsonFlag = False) -> None:
     """List accounts: id, stage, since, health, owner."""
-    from laer_domain.persistence.queries import list_accounts
+    from persistence.queries import list_accounts
 
     with container().sessions() as session:
         rows = list_accounts(session, stage)
@@ -335,7 +335,7 @@ def accounts(stage: Annotated[str | None, typer.Option(help="Only this stage.")]
 @app.command()
 def account(account_id: str, as_json: JsonFlag = False) -> None:
     """Show one account: stage history, health, term, goals, signals, runs, actions."""
-    from laer_domain.persistence.queries import account_detail
+    from persistence.queries import account_detail
 
     with container().sessions() as session:
         detail = account_detail(session, account_id)
@@ -368,7 +368,7 @@ def tasks(status: Annotated[str | None, typer.Option(help="Only this status (e.g
     """List tasks that playbooks assigned to people (role, account, due date, status)."""
     from sqlalchemy import select
 
-    from laer_domain.persistence.tables import ActionRow
+    from persistence.tables import ActionRow
 
     query = select(ActionRow).where(ActionRow.kind == "task").order_by(ActionRow.due_at)
     if status:

@@ -29,8 +29,8 @@ from tenacity import (
 
 from flows.kit.registry import Playbook
 from laer_domain.model import Stage
-from laer_domain.persistence.tables import OutboxRow, PlaybookRunRow, SignalRow
 from laer_domain.signals import SignalKind
+from persistence.tables import OutboxRow, PlaybookRunRow, SignalRow
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from sqlalchemy import func, select
 
 from laer.bootstrap import container
-from laer_domain.persistence.tables import AccountRow
 from laer_domain.service import LifecycleService
+from persistence.tables import AccountRow
 
 
 @task(retries=3, retry_delay_seconds=5)

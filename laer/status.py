@@ -9,7 +9,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from laer.bootstrap import Container
-from laer_domain.persistence.tables import ConsumerOffsetRow, OutboxRow, PlaybookRunRow
+from persistence.tables import ConsumerOffsetRow, OutboxRow, PlaybookRunRow
 
 IN_FLIGHT = ("Scheduled", "Pending", "Running", "Late", "AwaitingRetry", "Retrying")
 

@@ -23,7 +23,7 @@ from laer.local.smtp import LocalSmtp
 from laer.publish import publish_paced
 from laer.simulate import CohortSpec, cohort
 from laer.status import log_ends
-from laer_domain.persistence.tables import (
+from persistence.tables import (
     AccountRow,
     ActionRow,
     ConsumerOffsetRow,

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from laer.settings import SmtpSettings
-from laer_domain.persistence.tables import ActionRow
+from persistence.tables import ActionRow
 
 
 def _now() -> datetime:

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from laer.bootstrap import Container, container
 from laer_domain.model import Account
-from laer_domain.persistence.tables import AccountRow, PlaybookRunRow, SignalRow
+from persistence.tables import AccountRow, PlaybookRunRow, SignalRow
 
 
 def app() -> Container:

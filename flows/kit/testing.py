@@ -33,12 +33,12 @@ from sqlalchemy import select, update
 from flows.kit.registry import Discovered, discover
 from laer.bootstrap import reset_container
 from laer_domain.events import parse_event
-from laer_domain.persistence.db import make_engine, upgrade
-from laer_domain.persistence.tables import ActionRow, OutboxRow, PlaybookRunRow
-from laer_domain.persistence.uow import UnitOfWork, session_factory
 from laer_domain.policy import Policy
 from laer_domain.service import LifecycleService
 from laer_domain.signals import Signal
+from persistence.db import make_engine, upgrade
+from persistence.tables import ActionRow, OutboxRow, PlaybookRunRow
+from persistence.uow import UnitOfWork, session_factory
 
 
 @dataclass

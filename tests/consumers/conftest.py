@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from laer.local.kafka import LocalKafka
 from laer.local.processes import ManagedProcess
 from laer.publish import encode, topic_for
-from laer_domain.persistence.db import make_engine, upgrade
-from laer_domain.persistence.tables import ConsumerOffsetRow
-from laer_domain.persistence.uow import session_factory
+from persistence.db import make_engine, upgrade
+from persistence.tables import ConsumerOffsetRow
+from persistence.uow import session_factory
 from tests.conftest import reset_postgres
 from tests.consumers.workload import Round
 

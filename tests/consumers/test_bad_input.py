@@ -15,7 +15,7 @@ from consumers import dlq_tools
 from laer.local.kafka import LocalKafka
 from laer.publish import Mode, encode
 from laer_domain.events import make_event
-from laer_domain.persistence.tables import AppliedEventRow
+from persistence.tables import AppliedEventRow
 from tests.consumers.conftest import Harness
 
 pytestmark = [pytest.mark.kafka]

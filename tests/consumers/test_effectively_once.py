@@ -98,7 +98,7 @@ def test_sigterm_finishes_the_batch_commits_and_leaves_the_group(
     rounds = workload(60, seed=3, prefix="term")
     expected = reference(rounds)
     h: Harness = harness_factory(kafka_broker, f"sqlite:///{tmp_path / 'term.db'}")
-    from laer_domain.persistence.db import make_engine, upgrade
+    from persistence.db import make_engine, upgrade
 
     upgrade(make_engine(h.db_url))
     proc = h.start("consume-0")

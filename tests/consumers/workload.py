@@ -21,7 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from laer.publish import Mode
 from laer_domain.events import event_family, make_event, parse_event
-from laer_domain.persistence.tables import (
+from laer_domain.policy import Policy
+from laer_domain.service import InMemoryRepository, LifecycleService
+from persistence.tables import (
     AccountRow,
     AppliedEventRow,
     HealthChangeRow,
@@ -31,8 +33,6 @@ from laer_domain.persistence.tables import (
     SignalRow,
     StageChangeRow,
 )
-from laer_domain.policy import Policy
-from laer_domain.service import InMemoryRepository, LifecycleService
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 Event = dict[str, Any]

@@ -21,8 +21,8 @@ from laer.local.prefect_server import LocalPrefectServer, prefect_env
 from laer.local.processes import ManagedProcess
 from laer.local.smtp import LocalSmtp
 from laer.publish import Mode, publish
-from laer_domain.persistence.db import make_engine, upgrade
-from laer_domain.persistence.uow import session_factory
+from persistence.db import make_engine, upgrade
+from persistence.uow import session_factory
 from tests.conftest import reset_postgres
 
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from kafka import KafkaConsumer
 from sqlalchemy import func, select
 
 from laer_domain.events import make_event
-from laer_domain.persistence.tables import (
+from persistence.tables import (
     AccountRow,
     ActionRow,
     AppliedEventRow,

@@ -5,6 +5,7 @@ the Prefect event feed gets one journey event per signal, linked to that run."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,10 +23,10 @@ from flows.kit.registry import Playbook
 from laer.dispatch import Dispatcher
 from laer.local.prefect_server import LocalPrefectServer
 from laer_domain.model import Role
-from laer_domain.persistence.db import make_engine, upgrade
-from laer_domain.persistence.tables import AccountRow, OutboxRow, PlaybookRunRow, SignalRow
-from laer_domain.persistence.uow import session_factory
 from laer_domain.signals import SignalKind
+from persistence.db import make_engine, upgrade
+from persistence.tables import AccountRow, OutboxRow, PlaybookRunRow, SignalRow
+from persistence.uow import session_factory
 from tests.conftest import free_port
 
 PROBE = Playbook(name="probe-noop", triggers=frozenset({SignalKind.WentLive}),
@@ -40,7 +41,9 @@ def probe_noop(account_id: str = "", signal_id: str = "") -> None:
 def prefect_database(backend: str, postgres_url: str) -> str | None:
     if backend == "sqlite":
         return None
-    admin = postgres_url.rsplit("/", 1)[0] + "/laer_prefect_test"
+    # its own database beside the storage tests' (`<name>_prefect`, made by postgres.sh)
+    admin = postgres_url.rsplit("/", 1)[0] + "/" + os.environ.get(
+        "LAER_TEST_PREFECT_POSTGRES_DB", "laer_prefect_test")
     engine = create_engine(admin)
     with engine.begin() as conn:
         conn.execute(text("drop schema public cascade"))

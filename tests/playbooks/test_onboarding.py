@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from laer_domain.events import make_event
-from laer_domain.persistence.tables import PlaybookRunRow
+from persistence.tables import PlaybookRunRow
 from tests.playbooks.conftest import T0, HarnessFactory, Mailbox, contact, landing
 
 

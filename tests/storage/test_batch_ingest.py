@@ -27,11 +27,11 @@ from laer_domain.events import CloudEvent, EventType, event_family, make_event, 
 from laer_domain.handlers import HANDLERS
 from laer_domain.lifecycle import Ctx
 from laer_domain.model import Account
-from laer_domain.persistence.db import make_engine, upgrade
-from laer_domain.persistence.tables import AccountRow
-from laer_domain.persistence.uow import UnitOfWork, session_factory
 from laer_domain.policy import Policy
 from laer_domain.service import LifecycleService
+from persistence.db import make_engine, upgrade
+from persistence.tables import AccountRow
+from persistence.uow import UnitOfWork, session_factory
 from tests.consumers.workload import Round, differences, reference, snapshot, workload
 
 FAMILIES = {"t.billing": "billing", "t.usage": "usage", "t.support": "support"}

@@ -10,12 +10,12 @@ from typing import Any
 from sqlalchemy import func, inspect, select
 
 from laer_domain.events import event_json_schemas, make_event, parse_event
-from laer_domain.persistence.db import make_engine, upgrade
-from laer_domain.persistence.queries import account_detail, list_accounts
-from laer_domain.persistence.tables import OutboxRow, SignalRow, StageChangeRow
-from laer_domain.persistence.uow import UnitOfWork, session_factory
 from laer_domain.policy import Policy
 from laer_domain.service import LifecycleService, in_memory_service
+from persistence.db import make_engine, upgrade
+from persistence.queries import account_detail, list_accounts
+from persistence.tables import OutboxRow, SignalRow, StageChangeRow
+from persistence.uow import UnitOfWork, session_factory
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]

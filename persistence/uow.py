@@ -7,7 +7,7 @@ from types import TracebackType
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from laer_domain.persistence.repository import OffsetLedger, SqlLifecycleRepository
+from persistence.repository import OffsetLedger, SqlLifecycleRepository
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

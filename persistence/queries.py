@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from laer_domain.persistence.tables import (
+from persistence.tables import (
     AccountRow,
     ActionRow,
     AppliedEventRow,

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from laer_domain.events import CloudEvent
 from laer_domain.model import Account, Stage
-from laer_domain.persistence.tables import (
+from persistence.tables import (
     AccountRow,
     AppliedEventRow,
     Base,

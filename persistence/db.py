@@ -39,7 +39,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def alembic_config(url: str | None = None) -> Config:
     """Alembic configuration pointing at the packaged migrations."""
     cfg = Config()
-    location = resources.files("laer_domain.persistence").joinpath("migrations")
+    location = resources.files("persistence").joinpath("migrations")
     cfg.set_main_option("script_location", str(location))
     if url:
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
