@@ -168,7 +168,7 @@ async def measure(backend: str, runs: int, burst: int, rounds: int,
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from laer.dispatch import Dispatcher
+    from dispatch.dispatcher import Dispatcher
 
     home = Path(tempfile.mkdtemp(prefix=f"bench-prefect-{backend}-"))
     server = LocalPrefectServer(home, port=_free_port(), database_url=_prefect_database(backend))

@@ -107,8 +107,8 @@ def consume() -> None:
 @app.command()
 def dispatch() -> None:
     """Start playbook runs for stored signals until Ctrl-C/SIGTERM."""
+    from dispatch.dispatcher import Dispatcher
     from flows.kit.registry import discover
-    from laer.dispatch import Dispatcher
 
     c = container()
     c.migrate()

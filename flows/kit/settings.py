@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from laer_domain.outreach import OutreachPolicy
+
+
+class SmtpSettings(BaseModel):
+    """Outbound email."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8025, ge=1, le=65535)
+    sender: str = "success@laer.local"
+    username: str | None = None
+    password: SecretStr | None = None
 
 
 class PlaybookSettings(BaseSettings):

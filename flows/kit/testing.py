@@ -129,7 +129,7 @@ class PlaybookHarness:
         Outbox rows are set pending again first, so running a second playbook later sees
         the same signals; the dispatcher's idempotency keys keep earlier runs from repeating.
         """
-        from laer.dispatch import Dispatcher
+        from dispatch.dispatcher import Dispatcher
 
         found = self.find(name)
         self.deploy(found)

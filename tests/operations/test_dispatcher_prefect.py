@@ -19,8 +19,8 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import create_engine, select, text
 
+from dispatch.dispatcher import Dispatcher
 from flows.kit.registry import Playbook
-from laer.dispatch import Dispatcher
 from laer.local.prefect_server import LocalPrefectServer
 from laer_domain.model import Role
 from laer_domain.signals import SignalKind
