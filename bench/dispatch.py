@@ -169,6 +169,7 @@ async def measure(backend: str, runs: int, burst: int, rounds: int,
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from dispatch.dispatcher import Dispatcher
+    from dispatch.settings import PrefectSettings
 
     home = Path(tempfile.mkdtemp(prefix=f"bench-prefect-{backend}-"))
     server = LocalPrefectServer(home, port=_free_port(), database_url=_prefect_database(backend))
@@ -182,11 +183,12 @@ async def measure(backend: str, runs: int, burst: int, rounds: int,
             db = make_engine(f"sqlite:///{home / 'laer.db'}")
             upgrade(db)
             sessions = session_factory(db)
+            limits = PrefectSettings(dispatch_concurrency=CONCURRENCY)
             dispatchers = {
-                "dispatcher": Dispatcher(sessions, [BENCH_PLAYBOOK], emit_events=EMIT_EVENTS,
-                                         concurrency=CONCURRENCY),
+                "dispatcher": Dispatcher(sessions, [BENCH_PLAYBOOK], limits,
+                                         emit_events=EMIT_EVENTS),
                 "dispatcher, no journey events": Dispatcher(
-                    sessions, [BENCH_PLAYBOOK], emit_events=False, concurrency=CONCURRENCY)}
+                    sessions, [BENCH_PLAYBOOK], limits, emit_events=False)}
             kinds = ["plain", *dispatchers]
             seconds = dict.fromkeys(kinds, 0.0)
             per_round = max(1, runs // rounds)
@@ -215,8 +217,8 @@ async def measure(backend: str, runs: int, burst: int, rounds: int,
                           + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
 
             _seed_signals(sessions, burst, "b" + tag)
-            burst_dispatcher = Dispatcher(sessions, [BENCH_PLAYBOOK], retry_for_s=120,
-                                          emit_events=EMIT_EVENTS, concurrency=CONCURRENCY)
+            burst_dispatcher = Dispatcher(sessions, [BENCH_PLAYBOOK], limits, retry_for_s=120,
+                                          emit_events=EMIT_EVENTS)
             hammer = asyncio.create_task(_hammer(server.api_url, deployment_id, 20, tag))
             await _drain_all(burst_dispatcher)
             hammer_outcomes = await hammer

@@ -16,7 +16,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from laer.bootstrap import Container
-from laer.local.kafka import LocalKafka, LocalServiceError
+from laer.local.kafka import LocalServiceError
 from laer.local.prefect_server import LocalPrefectServer, prefect_env
 from laer.local.processes import ManagedProcess
 from laer.local.smtp import LocalSmtp
@@ -58,8 +58,7 @@ class Up:
         self.o = options
         self.console = console
         state = c.settings.state_dir.resolve()
-        port = int(c.settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
-        self.kafka = LocalKafka(state / "kafka", port=port)
+        self.kafka = c.local_kafka()
         self.prefect = LocalPrefectServer(state / "prefect", port=options.prefect_port)
         self.processes: list[ManagedProcess] = []
         self.smtp = LocalSmtp(state / "mail" / "outbox.mbox", port=c.settings.smtp.port)
