@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from laer_domain.outreach import OutreachPolicy
+if TYPE_CHECKING:  # `laer` reads these settings at every start; the gate loads when used
+    from laer_domain.outreach import OutreachPolicy
 
 
 class SmtpSettings(BaseModel):
@@ -49,6 +51,8 @@ class PlaybookSettings(BaseSettings):
 
     def outreach_policy(self) -> OutreachPolicy:
         """The outreach gate policy these settings describe."""
+        from laer_domain.outreach import OutreachPolicy
+
         channels = {"email", "webhook"} if self.webhook_url else {"email"}
         return OutreachPolicy(quiet_start=self.quiet_start, quiet_end=self.quiet_end,
                               frequency_cap=self.frequency_cap,
