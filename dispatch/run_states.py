@@ -22,8 +22,8 @@ def _named(types: Iterable[StateType]) -> frozenset[str]:
     return frozenset(t.value.title() for t in types)
 
 
-# The dispatcher's own closed states: "Coalesced" (the signal joined a run already open) and
-# "Skipped", beside Prefect's terminal ones.
+# Beside Prefect's terminal states, two of laer's own: "Coalesced" (the signal joined a run
+# already open) and "Skipped" (nothing writes it now; a row that has it stays closed).
 FINAL_STATES = _named(TERMINAL_STATES) | {"Coalesced", "Skipped"}
 
 # Waiting or running: Prefect's scheduled, pending and running types, with the special
