@@ -1,10 +1,11 @@
-"""Playbook settings from the environment (`LAER_PLAYBOOK_` prefix)."""
+"""The flows' settings from the environment: the database, SMTP and webhook secret (`LAER_`),
+the playbooks' timing and gate (`LAER_PLAYBOOK_`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from laer_domain.outreach import OutreachPolicy
@@ -18,6 +19,25 @@ class SmtpSettings(BaseModel):
     sender: str = "success@laer.local"
     username: str | None = None
     password: SecretStr | None = None
+
+
+class FlowSettings(BaseSettings):
+    """What a flow run connects to, from the variables `laer` itself reads (`LAER_DATABASE_URL`,
+    `LAER_SMTP__HOST`, `LAER_WEBHOOK_SECRET`, ...), so a worker needs no settings of its own."""
+
+    model_config = SettingsConfigDict(env_prefix="LAER_", env_nested_delimiter="__",
+                                      extra="ignore")
+
+    database_url: str = "sqlite:///.laer/laer.db"
+    smtp: SmtpSettings = SmtpSettings()
+    webhook_secret: SecretStr = SecretStr("change-me")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
 
 
 class PlaybookSettings(BaseSettings):
