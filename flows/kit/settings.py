@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from laer_domain.outreach import OutreachPolicy
+from persistence.database_url import DatabaseUrl
 
 
 class SmtpSettings(BaseModel):
@@ -28,16 +29,9 @@ class FlowSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LAER_", env_nested_delimiter="__",
                                       extra="ignore")
 
-    database_url: str = "sqlite:///.laer/laer.db"
+    database_url: DatabaseUrl = "sqlite:///.laer/laer.db"
     smtp: SmtpSettings = SmtpSettings()
     webhook_secret: SecretStr = SecretStr("change-me")
-
-    @field_validator("database_url")
-    @classmethod
-    def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql")):
-            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
-        return value
 
 
 class PlaybookSettings(BaseSettings):
