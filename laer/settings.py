@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.settings import ConsumerSettings, KafkaSettings
 from dispatch.settings import PrefectSettings
 from flows.kit.settings import SmtpSettings
+from persistence.database_url import DatabaseUrl
 
 __all__ = ["ConsumerSettings", "KafkaSettings", "PrefectSettings", "Settings", "SettingsError",
            "SmtpSettings", "load_settings"]
@@ -22,7 +23,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LAER_", env_nested_delimiter="__",
                                       extra="ignore")
 
-    database_url: str = "sqlite:///.laer/laer.db"
+    database_url: DatabaseUrl = "sqlite:///.laer/laer.db"
     state_dir: Path = Path(".laer")
     kafka: KafkaSettings = KafkaSettings()
     consumer: ConsumerSettings = ConsumerSettings()
@@ -32,13 +33,6 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # json: one object per line (time, level, logger, message, exception) for log shippers
     log_format: Literal["text", "json"] = "text"
-
-    @field_validator("database_url")
-    @classmethod
-    def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql")):
-            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
-        return value
 
 
 class SettingsError(SystemExit):
