@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import tempfile
 import time
 import uuid
@@ -33,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.kit.registry import Playbook
+from laer.local.ports import free_port
 from laer.local.prefect_server import LocalPrefectServer
 from laer_domain.model import Role, Stage
 from laer_domain.signals import SignalKind
@@ -46,12 +46,6 @@ CONCURRENCY = int(os.environ.get("LAER_BENCH_CONCURRENCY", "1"))
 PG_ADMIN = os.environ.get("LAER_BENCH_PG", "postgresql+psycopg://laer:laer@127.0.0.1:5432/laer_test")
 BENCH_PLAYBOOK = Playbook(name="bench-noop", triggers=frozenset({SignalKind.WentLive}),
                           owner=Role.CUSTOMER_SUCCESS, priority=1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _prefect_database(backend: str) -> str | None:
@@ -68,7 +62,7 @@ def _prefect_database(backend: str) -> str | None:
     return f"postgresql+asyncpg://{user_pass_host}/{name}"
 
 
-async def _deployment(api_url: str) -> Any:
+async def _deployment() -> Any:
     from prefect import flow
 
     @flow(name="bench-noop")
@@ -171,12 +165,12 @@ async def measure(backend: str, runs: int, burst: int, rounds: int,
     from dispatch.dispatcher import Dispatcher
 
     home = Path(tempfile.mkdtemp(prefix=f"bench-prefect-{backend}-"))
-    server = LocalPrefectServer(home, port=_free_port(), database_url=_prefect_database(backend))
+    server = LocalPrefectServer(home, port=free_port(), database_url=_prefect_database(backend))
     console.print(f"[{backend}] starting Prefect server ...")
     server.start()
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            deployment = await _deployment(server.api_url)
+            deployment = await _deployment()
             deployment_id = await deployment.apply()
             tag = uuid.uuid4().hex[:6]
             db = make_engine(f"sqlite:///{home / 'laer.db'}")
