@@ -11,7 +11,9 @@ In one run, on one broker (its own LocalKafka on a free port unless --bootstrap 
    (`--scale-mode live`: events produced meanwhile);
 5. the RSS of a `laer consume` process over a long run (`--long`, default 30,000 events).
 
-Prints a table and writes bench/results/ingest.json. `run` holds the command line and the
-order; each measurement has its module (`raw`, `floor`, `pipeline`, `latency`, `processes`,
-with `memory` for the RSS figures), and `report` draws the table.
+Prints a table and writes bench/results/ingest.json.
 """
+
+# `run` holds the command line and the order; each measurement has its module (`raw`,
+# `floor`, `pipeline`, `latency`, `processes`, with `memory` for the RSS figures), and
+# `report` draws the table.
