@@ -25,10 +25,12 @@ import consumers.ingest as ingest
 import laer_domain.service as service
 import persistence.repository as repository
 import persistence.uow as uow
-from bench.ingest import PG_DEFAULT, Topics, encoded, events, reset
+from bench.database import PG_DEFAULT, reset
+from bench.topics import Topics, encoded
+from bench.workload import events
 from consumers.records import RawRecord
 from consumers.runner import tune_gc
-from laer.settings import ConsumerSettings
+from consumers.settings import ConsumerSettings
 from laer_domain.policy import Policy
 from persistence.db import make_engine, upgrade
 
