@@ -337,7 +337,8 @@ def measure_pipeline(bootstrap: str, topics: Topics, n: int, db_url: str) -> dic
     engine = make_engine(db_url)
     upgrade(engine)
     group = f"bench-{uuid.uuid4().hex[:6]}"
-    loop = ConsumerLoop(topics.settings(bootstrap, db_url, group), session_factory(engine),
+    settings = topics.settings(bootstrap, db_url, group)
+    loop = ConsumerLoop(settings.kafka, settings.consumer, session_factory(engine),
                         Policy(), lambda letters: None)
     done = threading.Event()
     marks: list[tuple[float, int]] = []
@@ -416,7 +417,8 @@ def measure_latency(bootstrap: str, topics: Topics, db_url: str, rate: float,
     engine = make_engine(db_url)
     upgrade(engine)
     group = f"bench-lat-{uuid.uuid4().hex[:6]}"
-    loop = ConsumerLoop(topics.settings(bootstrap, db_url, group), session_factory(engine),
+    settings = topics.settings(bootstrap, db_url, group)
+    loop = ConsumerLoop(settings.kafka, settings.consumer, session_factory(engine),
                         Policy(), lambda letters: None)
     committed: dict[tuple[str, int], int] = {}
     commits: list[tuple[str, int, int, int, float]] = []  # topic, partition, from, to, at

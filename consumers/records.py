@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from consumers.settings import ConsumerSettings
 from laer_domain.events import CloudEvent, InvalidEvent, parse_event
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
@@ -135,3 +136,23 @@ def decode(rec: RawRecord, *, family: str, now: datetime, max_bytes: int,
         raise InvalidEvent("key_mismatch", "record key: missing (it must be the account id)")
     return parse_event(attrs, now=now, max_future=max_future, topic_family=family,
                        record_key=key)
+
+
+@dataclass(frozen=True)
+class RecordDecoder:
+    """What the consumer accepts: records of the event topics, within the limits.
+
+    One place for the consumer (a rejected record is dead-lettered) and for `laer dlq
+    replay` (a record that would be rejected again is refused).
+    """
+
+    families: Mapping[str, str]  # event topic -> the event family it carries
+    limits: ConsumerSettings
+
+    def __call__(self, rec: RawRecord, now: datetime) -> CloudEvent:
+        """The record's event, or InvalidEvent with a reason code."""
+        family = self.families.get(rec.topic)
+        if family is None:
+            raise InvalidEvent("wrong_topic", f"topic {rec.topic!r} is not an event topic")
+        return decode(rec, family=family, now=now, max_bytes=self.limits.max_record_bytes,
+                      max_future=self.limits.max_future)
