@@ -178,18 +178,26 @@ class BatchRepository:
         s = self.session
         now = self.now
         self._write_accounts()
-        signals = self._new_signals()
+        # one pass over the outcomes (most have no stage change, many no signal)
+        unique: dict[str, Signal] = {}
+        stage_changes: list[rows.Row] = []
+        health_changes: list[rows.Row] = []
+        for outcome in self._outcomes:
+            if outcome.stage_changes:
+                stage_changes += map(rows.stage_change_row, outcome.stage_changes)
+            if outcome.health_changes:
+                health_changes += map(rows.health_change_row, outcome.health_changes)
+            for signal in outcome.signals:
+                unique.setdefault(signal.id, signal)  # the first, as the ORM path keeps it
+        signals = self._unstored(unique)
         if signals:
             seq = int(s.scalar(select(func.max(SignalRow.seq))) or 0) + 1
             insert_rows(s, table_of(SignalRow),
                         [rows.signal_row(signal, seq + n) for n, signal in enumerate(signals)])
             insert_rows(s, table_of(OutboxRow),
                         [rows.outbox_row(signal, now) for signal in signals])
-        outcomes = self._outcomes
-        insert_rows(s, table_of(StageChangeRow), [
-            rows.stage_change_row(change) for o in outcomes for change in o.stage_changes])
-        insert_rows(s, table_of(HealthChangeRow), [
-            rows.health_change_row(change) for o in outcomes for change in o.health_changes])
+        insert_rows(s, table_of(StageChangeRow), stage_changes)
+        insert_rows(s, table_of(HealthChangeRow), health_changes)
         insert_rows(s, table_of(AppliedEventRow), [
             rows.applied_event_row(e, account_id) for e, account_id in self._events])
         insert_rows(s, table_of(ProcessedEventRow), [
@@ -218,17 +226,13 @@ class BatchRepository:
         if updates and update_accounts(self.session, updates) != len(updates):
             raise ConcurrentUpdate("an account changed under this batch")
 
-    def _new_signals(self) -> list[Signal]:
-        """The batch's signals, each once, without those already stored."""
-        unique: dict[str, Signal] = {}
-        for outcome in self._outcomes:
-            for signal in outcome.signals:
-                unique.setdefault(signal.id, signal)  # the first, as the ORM path keeps it
+    def _unstored(self, signals: dict[str, Signal]) -> list[Signal]:
+        """The signals (by id) whose ids are not stored yet (a re-derived one is not new)."""
         existing: set[str] = set()
-        for part in chunks(list(unique)):
+        for part in chunks(list(signals)):
             existing.update(self.session.scalars(
                 select(SignalRow.id).where(SignalRow.id.in_(part))))
-        return [signal for signal in unique.values() if signal.id not in existing]
+        return [signal for signal in signals.values() if signal.id not in existing]
 
     def committed_accounts(self) -> list[tuple[str, RowStamp, Account]]:
         """Each account this batch read or wrote, with the stamp its row has after `write`.
