@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from consumers.dlq import ERROR_HEADERS, MESSAGE, OFFSET, PARTITION, REASON, TOPIC
-from consumers.records import RawRecord, RecordDecoder
+from consumers.records import RawRecord, RecordDecoder, headers_as_text, text_or_none
 from consumers.settings import ConsumerSettings, KafkaSettings
 from laer_domain.events import InvalidEvent
 
@@ -69,8 +69,7 @@ class DeadLetterEntry:
             "at": datetime.fromtimestamp(self.timestamp_ms / 1000, UTC).isoformat(),
             "reason": self.reason, "message": self.message, "topic": self.source_topic,
             "partition": self.source_partition, "offset": self.source_offset,
-            "key": _text_or_none(self.key),
-            "headers": [[k, v.decode("utf-8", "replace")] for k, v in self.original_headers],
+            "key": text_or_none(self.key), "headers": headers_as_text(self.original_headers),
         }
         if self.value is None:
             doc["value"] = None
@@ -80,10 +79,6 @@ class DeadLetterEntry:
             except UnicodeDecodeError:
                 doc["value_hex"] = self.value.hex()
         return doc
-
-
-def _text_or_none(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("utf-8", "replace")
 
 
 def read_dead_letters(kafka: KafkaSettings, *, reason: str | None = None,

@@ -7,7 +7,7 @@ hide bad input, so the binding is decoded here and validated strictly by `parse_
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,10 +53,19 @@ class RawRecord:
         """A JSON-safe copy of the record, kept with a parked event for a later dead letter."""
         return {
             "topic": self.topic, "partition": self.partition, "offset": self.offset,
-            "key": (self.key or b"").decode("utf-8", "replace") if self.key is not None else None,
-            "value": (self.value or b"").decode("utf-8", "replace"),
-            "headers": [[k, v.decode("utf-8", "replace")] for k, v in self.headers],
+            "key": text_or_none(self.key), "value": (self.value or b"").decode("utf-8", "replace"),
+            "headers": headers_as_text(self.headers),
         }
+
+
+def text_or_none(value: bytes | None) -> str | None:
+    """Bytes shown as text (undecodable bytes replaced), None kept."""
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+def headers_as_text(headers: Iterable[tuple[str, bytes]]) -> list[list[str]]:
+    """Headers as JSON-safe [name, text] pairs."""
+    return [[k, v.decode("utf-8", "replace")] for k, v in headers]
 
 
 class LazyOrigin(Mapping[str, Any]):

@@ -176,8 +176,7 @@ class ConsumerLoop:
                     except Exception as exc:
                         log.warning("stored offsets unreadable (%s); retrying in %.1fs",
                                     exc, backoff)
-                        self._stop.wait(backoff)
-                        backoff = min(backoff * 2, 10.0)
+                        backoff = self._back_off(backoff)
                         consumer.poll(timeout_ms=0)  # keep the membership alive meanwhile
                         continue
                 # poll() returns as soon as any record is fetched (up to max_poll_records; the
@@ -196,8 +195,7 @@ class ConsumerLoop:
                         # later; nothing is committed, so nothing is lost.
                         log.exception("batch failed; retrying in %.1fs", backoff)
                         self._rewind(consumer, records)
-                        self._stop.wait(backoff)
-                        backoff = min(backoff * 2, 10.0)
+                        backoff = self._back_off(backoff)
                         continue
                     backoff = 0.5
                     metrics.observe_batch(report, time.perf_counter() - started)
@@ -216,6 +214,11 @@ class ConsumerLoop:
         finally:
             consumer.close()  # leaves the group so partitions move at once
             log.info("consumer stopped")
+
+    def _back_off(self, seconds: float) -> float:
+        """Wait (unless stopped meanwhile); returns the next wait: twice as long, 10 s at most."""
+        self._stop.wait(seconds)
+        return min(seconds * 2, 10.0)
 
     def _await_topics(self, consumer: KafkaConsumer, topics: list[str],
                       timeout: float = 30.0) -> None:
