@@ -22,7 +22,8 @@ def in_process_loop(bootstrap: str, topics: Topics, db_url: str, group_prefix: s
     engine = make_engine(db_url)
     upgrade(engine)
     group = f"{group_prefix}-{uuid.uuid4().hex[:6]}"
-    loop = ConsumerLoop(topics.settings(bootstrap, db_url, group), session_factory(engine),
+    settings = topics.settings(bootstrap, db_url, group)
+    loop = ConsumerLoop(settings.kafka, settings.consumer, session_factory(engine),
                         Policy(), lambda letters: None)
     return loop, engine
 
