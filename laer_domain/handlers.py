@@ -107,7 +107,9 @@ def _payment_failed(ctx: Ctx, event: CloudEvent) -> None:
 def _plan_changed(ctx: Ctx, event: CloudEvent) -> None:
     data = event.payload(PlanChanged)
     term = ctx.account.term
-    term.plan, term.seats, term.mrr = data.plan, data.seats, data.mrr
+    ctx.account.term = term.model_copy(
+        update={"plan": data.plan, "seats": data.seats, "mrr": data.mrr}
+    )
     _evaluate_activation(ctx, event)
 
 
@@ -247,10 +249,13 @@ def _feature_used(ctx: Ctx, event: CloudEvent) -> None:
     usage = ctx.account.feature_usage
     stat = usage.get(data.feature)
     if stat is None:
-        stat = FeatureStat(count=0, first_used=event.time, last_used=event.time)
-        usage[data.feature] = stat
-    stat.count += data.count
-    stat.last_used = max(stat.last_used, event.time)
+        usage[data.feature] = FeatureStat(
+            count=data.count, first_used=event.time, last_used=event.time
+        )
+    else:
+        usage[data.feature] = stat.model_copy(
+            update={"count": stat.count + data.count, "last_used": max(stat.last_used, event.time)}
+        )
     if len(usage) > MAX_FEATURES:  # forget the least recently used feature
         stale = min(usage, key=lambda f: (usage[f].last_used, f))
         del usage[stale]
@@ -268,14 +273,18 @@ def _limit_reached(ctx: Ctx, event: CloudEvent) -> None:
 
 def _outcome(ctx: Ctx, event: CloudEvent) -> None:
     data = event.payload(OutcomeAchieved)
-    goal = next((g for g in ctx.account.goals if g.key == data.goal), None)
-    if goal is None:
+    goals = ctx.account.goals
+    index = next((i for i, g in enumerate(goals) if g.key == data.goal), None)
+    if index is None:
         return  # undeclared goals are recorded (timeline) but count for nothing
+    goal = goals[index]
     if goal.value is None or data.value > goal.value:
-        goal.value = data.value
+        goal = goals[index] = goal.model_copy(update={"value": data.value})
     if goal.achieved or data.value < goal.target:
         return
-    goal.achieved, goal.achieved_at, goal.evidence_event_id = True, event.time, event.id
+    goal = goals[index] = goal.model_copy(
+        update={"achieved": True, "achieved_at": event.time, "evidence_event_id": event.id}
+    )
     details = {"goal": goal.key, "target": goal.target, "value": data.value}
     ctx.emit(
         SignalKind.OutcomeAchieved,

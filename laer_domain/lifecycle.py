@@ -227,10 +227,11 @@ def trigger_churn_risk(
     acc = ctx.account
     risk = acc.churn_risk
     if risk is not None:
-        risk.last_trigger_at = max(risk.last_trigger_at, at)
-        risk.last_rule = rule
-        if rule not in risk.rules:
-            risk.rules = [*risk.rules, rule][-MAX_RISK_RULES:]
+        rules = risk.rules if rule in risk.rules else [*risk.rules, rule][-MAX_RISK_RULES:]
+        acc.churn_risk = risk.model_copy(
+            update={"last_trigger_at": max(risk.last_trigger_at, at), "last_rule": rule,
+                    "rules": rules}
+        )
         return
     acc.churn_risk = ChurnRisk(since=at, last_trigger_at=at, last_rule=rule, rules=[rule])
     acc.risks_opened += 1

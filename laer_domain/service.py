@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from laer_domain.events import CloudEvent, EventType
-from laer_domain.model import LIVE_STAGES, Account, Stage
+from laer_domain.model import LIVE_STAGES, Account, Stage, copy_account
 from laer_domain.policy import Policy
-from laer_domain.rules import Outcome, apply_event, apply_event_in_place, copy_account, sweep
+from laer_domain.rules import Outcome, apply_event, apply_event_in_place, sweep
 from laer_domain.signals import HealthChange, Signal, StageChange
 
 
