@@ -7,8 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
 from typing import Any, Literal, TypeVar
@@ -43,7 +42,7 @@ from laer_domain.payloads import (
     TicketOpened,
     TicketResolved,
 )
-from laer_domain.wire import UtcDateTime, parse_instant
+from laer_domain.wire import UtcDateTime, iso, jsonable, parse_instant
 
 __all__ = [
     "EVENT_DATA_MODELS",
@@ -300,27 +299,6 @@ def event_json_schemas() -> dict[str, dict[str, Any]]:
     return json.loads(json.dumps(_schemas()))  # type: ignore[no-any-return]
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return _iso(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _iso(value: datetime) -> str:
-    text = value.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
 def make_event(
     type: str,
     subject: str,
@@ -336,9 +314,9 @@ def make_event(
         "source": source,
         "type": type,
         "subject": subject,
-        "time": _iso(time),
+        "time": iso(time),
         "datacontenttype": "application/json",
-        "data": _json_safe(dict(data)),
+        "data": jsonable(dict(data)),
     }
     if id is None:
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -11,7 +11,6 @@ from laer_domain.lifecycle import (
     Ctx,
     check_outcome,
     expansion_opportunity,
-    iso,
     move,
     threshold,
     trigger_churn_risk,
@@ -42,6 +41,7 @@ from laer_domain.payloads import (
     TicketResolved,
 )
 from laer_domain.signals import SignalKind
+from laer_domain.wire import iso
 
 Handler = Callable[[Ctx, CloudEvent], None]
 MAX_OPEN_TICKETS = 200

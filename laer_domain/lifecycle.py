@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +26,7 @@ from laer_domain.signals import (
     StageChange,
     signal_id,
 )
+from laer_domain.wire import iso, jsonable
 
 MAX_LIMIT_MARKERS = 32  # distinct limit names remembered per term
 MAX_RISK_RULES = 10
@@ -34,24 +35,6 @@ LIMIT_PREFIX = "expansion:limit:"
 
 class IllegalTransition(AssertionError):
     """A rule tried a transition outside the allowed table (a bug, never input)."""
-
-
-def iso(value: datetime) -> str:
-    """Return an RFC 3339 UTC string ending in Z."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def jsonable(value: Any) -> Any:
-    """Return a JSON-native copy (Decimal -> str, datetime -> RFC 3339)."""
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 @dataclass

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from laer_domain.lifecycle import Ctx, iso, move, refresh_health
+from laer_domain.lifecycle import Ctx, move, refresh_health
 from laer_domain.model import Stage
 from laer_domain.signals import SignalKind
+from laer_domain.wire import iso
 
 Rule = Callable[[Ctx, datetime], None]
 MAX_STEPS = 1000  # each step retires its rule; this only guards against a bug
