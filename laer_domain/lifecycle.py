@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from laer_domain.events import CloudEvent
 from laer_domain.health import compute_health
 from laer_domain.model import (
     ALLOWED_TRANSITIONS,
@@ -84,6 +86,10 @@ class Ctx:
                 evidence=Evidence(rule=rule, event_ids=event_ids, details=jsonable(details or {})),
             )
         )
+
+
+Handler = Callable[[Ctx, CloudEvent], None]
+"""The rule of one event type for a live account (see `laer_domain.handlers`)."""
 
 
 def ids(event_id: str | None) -> tuple[str, ...]:

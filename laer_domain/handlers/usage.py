@@ -1,75 +1,34 @@
-"""Per-event-type rules for a live account."""
+"""Rules of the usage events: going live, active users, features, limits, outcomes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
 
 from laer_domain.events import CloudEvent, EventType
 from laer_domain.lifecycle import (
     Ctx,
+    Handler,
     check_outcome,
     expansion_opportunity,
     move,
     threshold,
     trigger_churn_risk,
 )
-from laer_domain.model import (
-    Cancellation,
-    Escalation,
-    FeatureStat,
-    Goal,
-    Stage,
-    Survey,
-    Term,
-)
-from laer_domain.payloads import (
-    ActiveUsers,
-    FeatureUsed,
-    GoalSpec,
-    InvoicePaid,
-    LimitReached,
-    OutcomeAchieved,
-    PaymentFailed,
-    PlanChanged,
-    SubscriptionCanceled,
-    SubscriptionRenewed,
-    SurveyResponse,
-    TicketEscalated,
-    TicketOpened,
-    TicketResolved,
-)
+from laer_domain.model import FeatureStat, Stage
+from laer_domain.payloads import ActiveUsers, FeatureUsed, LimitReached, OutcomeAchieved
 from laer_domain.signals import SignalKind
 from laer_domain.wire import iso
 
-Handler = Callable[[Ctx, CloudEvent], None]
-MAX_OPEN_TICKETS = 200
-MAX_ESCALATIONS = 50
 MAX_FEATURES = 64
-MAX_FAILED_PAYMENTS = 100
 
 
-def goals_from(specs: list[GoalSpec] | None) -> list[Goal]:
-    """Return the goals of a new term (last spec wins per key)."""
-    by_key = {spec.key: Goal(key=spec.key, target=spec.target) for spec in specs or []}
-    return list(by_key.values())
-
-
-def _try_adopt(ctx: Ctx, event: CloudEvent) -> None:
+def try_adopt(ctx: Ctx, event: CloudEvent) -> None:
+    """Move land -> adopt once the account is committed (paid) and functional (live)."""
     acc = ctx.account
     if acc.stage is Stage.LAND and acc.committed_at and acc.functional_at:
         details = {"committed_at": iso(acc.committed_at), "functional_at": iso(acc.functional_at)}
         move(ctx, Stage.ADOPT, event.time, "committed_and_functional", event.id, details)
-
-
-def _invoice_paid(ctx: Ctx, event: CloudEvent) -> None:
-    event.payload(InvoicePaid)
-    acc = ctx.account
-    acc.failed_payments = 0
-    if acc.committed_at is None:
-        acc.committed_at = event.time
-    _try_adopt(ctx, event)
 
 
 def _provisioned(ctx: Ctx, event: CloudEvent) -> None:
@@ -87,80 +46,7 @@ def _provisioned(ctx: Ctx, event: CloudEvent) -> None:
             details,
             key=f"term{acc.term.number}",
         )
-    _try_adopt(ctx, event)
-
-
-def _payment_failed(ctx: Ctx, event: CloudEvent) -> None:
-    data = event.payload(PaymentFailed)
-    acc = ctx.account
-    acc.failed_payments = min(acc.failed_payments + 1, MAX_FAILED_PAYMENTS)
-    details = {
-        "invoice_id": data.invoice_id,
-        "amount": data.amount,
-        "currency": data.currency,
-        "attempt": data.attempt,
-        "failed_payments": acc.failed_payments,
-    }
-    trigger_churn_risk(ctx, event.time, "payment_failed", (event.id,), details)
-
-
-def _plan_changed(ctx: Ctx, event: CloudEvent) -> None:
-    data = event.payload(PlanChanged)
-    term = ctx.account.term
-    ctx.account.term = term.model_copy(
-        update={"plan": data.plan, "seats": data.seats, "mrr": data.mrr}
-    )
-    _evaluate_activation(ctx, event)
-
-
-def _renewed(ctx: Ctx, event: CloudEvent) -> None:
-    data = event.payload(SubscriptionRenewed)
-    acc = ctx.account
-    early = acc.stage in (Stage.ADOPT, Stage.EXPAND)
-    if early:
-        move(ctx, Stage.RENEW, event.time, "early_renewal", event.id)
-    previous = acc.term
-    acc.term = Term(
-        plan=data.plan,
-        seats=data.seats,
-        mrr=data.mrr,
-        currency=data.currency or previous.currency,
-        start=data.term_start,
-        end=data.term_end,
-        number=previous.number + 1,
-    )
-    # a new term starts from scratch: no carried achievements or once-per-term markers
-    acc.goals = goals_from(data.goals)
-    acc.activation_achieved_at = acc.activation_event_id = acc.outcome_achieved_at = None
-    acc.went_live_at = None
-    acc.held_opportunities = []
-    acc.fired = []
-    acc.cancellation = None
-    details = {
-        "term": acc.term.number,
-        "term_start": data.term_start,
-        "term_end": data.term_end,
-        "plan": data.plan,
-        "seats": data.seats,
-        "early": early,
-    }
-    if acc.stage is Stage.RENEW:
-        move(ctx, Stage.ADOPT, event.time, "renewed", event.id, {"term": acc.term.number})
-    ctx.emit(
-        SignalKind.Renewed,
-        event.time,
-        "subscription_renewed",
-        (event.id,),
-        details,
-        key=f"term{acc.term.number}",
-    )
-
-
-def _canceled(ctx: Ctx, event: CloudEvent) -> None:
-    data = event.payload(SubscriptionCanceled)
-    ctx.account.cancellation = Cancellation(
-        effective_at=data.effective_at, reason=data.reason, event_id=event.id
-    )
+    try_adopt(ctx, event)
 
 
 def _active_users(ctx: Ctx, event: CloudEvent) -> None:
@@ -187,7 +73,7 @@ def _active_users(ctx: Ctx, event: CloudEvent) -> None:
             "share": policy.expansion_usage_share,
         }
         expansion_opportunity(ctx, event.time, "usage", "seat_usage", event.id, details, hard=False)
-    _evaluate_activation(ctx, event)
+    evaluate_activation(ctx, event)
 
 
 def _usage_drop(ctx: Ctx, event: CloudEvent, day: date, count: int) -> None:
@@ -208,7 +94,8 @@ def _usage_drop(ctx: Ctx, event: CloudEvent, day: date, count: int) -> None:
         trigger_churn_risk(ctx, event.time, "usage_drop", (event.id,), details)
 
 
-def _evaluate_activation(ctx: Ctx, event: CloudEvent) -> None:
+def evaluate_activation(ctx: Ctx, event: CloudEvent) -> None:
+    """Without declared goals: reach activation on enough days of enough active seats."""
     acc, policy = ctx.account, ctx.policy
     if acc.goals or acc.activation_achieved_at is not None or not acc.daily_active_users:
         return
@@ -297,65 +184,10 @@ def _outcome(ctx: Ctx, event: CloudEvent) -> None:
     check_outcome(ctx, event.time, event.id)
 
 
-def _ticket_opened(ctx: Ctx, event: CloudEvent) -> None:
-    data = event.payload(TicketOpened)
-    tickets = ctx.account.open_tickets
-    tickets[data.ticket_id] = data.priority
-    while len(tickets) > MAX_OPEN_TICKETS:
-        del tickets[next(iter(tickets))]
-
-
-def _ticket_resolved(ctx: Ctx, event: CloudEvent) -> None:
-    ctx.account.open_tickets.pop(event.payload(TicketResolved).ticket_id, None)
-
-
-def _ticket_escalated(ctx: Ctx, event: CloudEvent) -> None:
-    data = event.payload(TicketEscalated)
-    acc, policy = ctx.account, ctx.policy
-    start = event.time - timedelta(days=policy.escalation_window_days)
-    kept = [e for e in acc.escalations if e.at > start]
-    kept.append(Escalation(at=event.time, ticket_id=data.ticket_id, event_id=event.id))
-    acc.escalations = sorted(kept, key=lambda e: (e.at, e.event_id))[-MAX_ESCALATIONS:]
-    recent = [e for e in acc.escalations if start < e.at <= event.time]
-    if len(recent) >= policy.escalations_for_risk:
-        details = {
-            "escalations": len(recent),
-            "window_days": policy.escalation_window_days,
-            "threshold": policy.escalations_for_risk,
-            "tickets": [e.ticket_id for e in recent],
-        }
-        trigger_churn_risk(
-            ctx, event.time, "repeated_escalations", tuple(e.event_id for e in recent), details
-        )
-
-
-def _survey(ctx: Ctx, event: CloudEvent) -> None:
-    data = event.payload(SurveyResponse)
-    ctx.account.surveys[data.kind] = Survey(score=data.score, at=event.time, event_id=event.id)
-    limit = ctx.policy.nps_detractor_max if data.kind == "nps" else ctx.policy.csat_detractor_max
-    if data.score <= limit:
-        details = {"kind": data.kind, "score": data.score, "detractor_max": limit}
-        trigger_churn_risk(ctx, event.time, f"{data.kind}_detractor", (event.id,), details)
-
-
-def _ignore(ctx: Ctx, event: CloudEvent) -> None:
-    """A subscription_started for a live account changes nothing (not a win-back)."""
-
-
-HANDLERS: dict[str, Handler] = {
-    EventType.SUBSCRIPTION_STARTED: _ignore,
-    EventType.INVOICE_PAID: _invoice_paid,
-    EventType.PAYMENT_FAILED: _payment_failed,
-    EventType.PLAN_CHANGED: _plan_changed,
-    EventType.SUBSCRIPTION_RENEWED: _renewed,
-    EventType.SUBSCRIPTION_CANCELED: _canceled,
+USAGE: dict[str, Handler] = {
     EventType.PROVISIONED: _provisioned,
     EventType.ACTIVE_USERS: _active_users,
     EventType.FEATURE_USED: _feature_used,
     EventType.LIMIT_REACHED: _limit_reached,
     EventType.OUTCOME_ACHIEVED: _outcome,
-    EventType.TICKET_OPENED: _ticket_opened,
-    EventType.TICKET_ESCALATED: _ticket_escalated,
-    EventType.TICKET_RESOLVED: _ticket_resolved,
-    EventType.SURVEY_RESPONSE: _survey,
 }
