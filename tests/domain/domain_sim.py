@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -144,3 +144,8 @@ def _invoice(n: int = 1) -> dict[str, Any]:
 def invoice(n: int = 1) -> dict[str, Any]:
     """Return invoice data."""
     return _invoice(n)
+
+
+def core(signals: Iterable[Signal]) -> list[SignalKind]:
+    """Return signal kinds without FeatureUnderused (key features go unused in most tests)."""
+    return [s.kind for s in signals if s.kind is not SignalKind.FeatureUnderused]
