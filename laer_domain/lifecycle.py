@@ -167,14 +167,8 @@ def release_held(ctx: Ctx, at: datetime) -> None:
     """Raise held expansion opportunities on entering expand."""
     for held in ctx.account.held_opportunities:
         details: dict[str, Any] = {**held.details, "held_since": iso(held.seen_at)}
-        ctx.emit(
-            SignalKind.ExpansionOpportunity,
-            at,
-            held.rule,
-            tuple(held.event_ids),
-            details,
-            key=f"term{ctx.account.term.number}:{held.key}",
-        )
+        ctx.emit(SignalKind.ExpansionOpportunity, at, held.rule, tuple(held.event_ids), details,
+                 key=f"term{ctx.account.term.number}:{held.key}")
     ctx.account.held_opportunities = []
 
 
@@ -193,14 +187,8 @@ def expansion_opportunity(
         return
     acc = ctx.account
     if hard or acc.stage in (Stage.EXPAND, Stage.RENEW):
-        ctx.emit(
-            SignalKind.ExpansionOpportunity,
-            at,
-            rule,
-            (event_id,),
-            details,
-            key=f"term{acc.term.number}:{key}",
-        )
+        ctx.emit(SignalKind.ExpansionOpportunity, at, rule, (event_id,), details,
+                 key=f"term{acc.term.number}:{key}")
         return
     acc.held_opportunities.append(
         HeldOpportunity(

@@ -72,14 +72,8 @@ def _land(ctx: Ctx | None, event: CloudEvent, policy: Policy) -> Ctx:
             )
         )
         details = {"to": Stage.LAND.value, "plan": acc.term.plan, "seats": acc.term.seats}
-        new.emit(
-            SignalKind.AccountLanded,
-            event.time,
-            "subscription_started",
-            (event.id,),
-            details,
-            key="land#1",
-        )
+        new.emit(SignalKind.AccountLanded, event.time, "subscription_started", (event.id,), details,
+                 key="land#1")
         return new
     ctx.account = _fresh_account(event, ctx.account)  # win-back: a clean slate, still churned
     ctx.account.owner = owner_for(Stage.CHURNED)

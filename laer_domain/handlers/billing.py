@@ -94,14 +94,8 @@ def _renewed(ctx: Ctx, event: CloudEvent) -> None:
     }
     if acc.stage is Stage.RENEW:
         move(ctx, Stage.ADOPT, event.time, "renewed", event.id, {"term": acc.term.number})
-    ctx.emit(
-        SignalKind.Renewed,
-        event.time,
-        "subscription_renewed",
-        (event.id,),
-        details,
-        key=f"term{acc.term.number}",
-    )
+    ctx.emit(SignalKind.Renewed, event.time, "subscription_renewed", (event.id,), details,
+             key=f"term{acc.term.number}")
 
 
 def _canceled(ctx: Ctx, event: CloudEvent) -> None:

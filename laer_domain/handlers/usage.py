@@ -38,14 +38,8 @@ def _provisioned(ctx: Ctx, event: CloudEvent) -> None:
     if acc.went_live_at is None:
         acc.went_live_at = event.time
         details = {"term": acc.term.number, "stage": acc.stage.value}
-        ctx.emit(
-            SignalKind.WentLive,
-            event.time,
-            "first_provisioned",
-            (event.id,),
-            details,
-            key=f"term{acc.term.number}",
-        )
+        ctx.emit(SignalKind.WentLive, event.time, "first_provisioned", (event.id,), details,
+                 key=f"term{acc.term.number}")
     try_adopt(ctx, event)
 
 
@@ -118,14 +112,8 @@ def evaluate_activation(ctx: Ctx, event: CloudEvent) -> None:
         "share": policy.activation_share,
         "seats": acc.term.seats,
     }
-    ctx.emit(
-        SignalKind.OutcomeAchieved,
-        event.time,
-        "activation",
-        (event.id,),
-        details,
-        key=f"term{acc.term.number}:activation",
-    )
+    ctx.emit(SignalKind.OutcomeAchieved, event.time, "activation", (event.id,), details,
+             key=f"term{acc.term.number}:activation")
     check_outcome(ctx, event.time, event.id)
 
 
@@ -173,14 +161,8 @@ def _outcome(ctx: Ctx, event: CloudEvent) -> None:
         update={"achieved": True, "achieved_at": event.time, "evidence_event_id": event.id}
     )
     details = {"goal": goal.key, "target": goal.target, "value": data.value}
-    ctx.emit(
-        SignalKind.OutcomeAchieved,
-        event.time,
-        "goal_achieved",
-        (event.id,),
-        details,
-        key=f"term{ctx.account.term.number}:{goal.key}",
-    )
+    ctx.emit(SignalKind.OutcomeAchieved, event.time, "goal_achieved", (event.id,), details,
+             key=f"term{ctx.account.term.number}:{goal.key}")
     check_outcome(ctx, event.time, event.id)
 
 

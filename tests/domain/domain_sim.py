@@ -96,6 +96,16 @@ class Sim:
             account=account,
         )
 
+    def cancel(self, at: datetime, effective_at: datetime, reason: str) -> HandleResult:
+        """Cancel the subscription as of `effective_at`."""
+        data = {"effective_at": effective_at.isoformat(), "reason": reason}
+        return self.send("billing.subscription_canceled", at, data)
+
+    def renew(self, at: datetime, start: datetime, end: datetime, **terms: Any) -> HandleResult:
+        """Renew for a term from `start` to `end`; `terms` are plan, seats, mrr, goals."""
+        data = {"term_start": start.isoformat(), "term_end": end.isoformat(), **terms}
+        return self.send("billing.subscription_renewed", at, data)
+
     def sweep(self, at: datetime) -> None:
         """Run the daily sweep at `at`."""
         self.service.sweep(at)

@@ -66,18 +66,8 @@ def test_full_cycle_with_goals_and_renewal(sim: Sim) -> None:
     assert sim.account().owner is Role.RENEWAL_MANAGER
     assert sim.signals(K.RenewalAtRisk) == []
 
-    renewed = sim.send(
-        "billing.subscription_renewed",
-        day(360),
-        {
-            "term_start": day(365).isoformat(),
-            "term_end": day(730).isoformat(),
-            "plan": "enterprise",
-            "seats": 25,
-            "mrr": 2000,
-            "goals": [{"key": "automations", "target": 10}],
-        },
-    )
+    renewed = sim.renew(day(360), day(365), day(730), plan="enterprise", seats=25, mrr=2000,
+                        goals=[{"key": "automations", "target": 10}])
     assert [s.kind for s in renewed.signals] == [K.StageChanged, K.Renewed]
     assert renewed.signals[1].evidence.details["early"] is False
     account = sim.account()

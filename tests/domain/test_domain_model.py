@@ -60,14 +60,7 @@ def _busy(sim: Sim) -> Account:
             "attempt": 1,
         },
     )
-    sim.send(
-        "billing.subscription_canceled",
-        day(7),
-        {
-            "effective_at": day(300).isoformat(),
-            "reason": "budget",
-        },
-    )
+    sim.cancel(day(7), day(300), "budget")
     return sim.account()
 
 

@@ -12,17 +12,7 @@ K = SignalKind
 def test_early_renewal_passes_through_renew(sim: Sim) -> None:
     sim.start()
     sim.go_live(day(1))
-    result = sim.send(
-        "billing.subscription_renewed",
-        day(100),
-        {
-            "term_start": day(365).isoformat(),
-            "term_end": day(730).isoformat(),
-            "plan": "pro",
-            "seats": 12,
-            "mrr": 1000,
-        },
-    )
+    result = sim.renew(day(100), day(365), day(730), plan="pro", seats=12, mrr=1000)
     assert core(result.signals) == [
         K.AdoptionStalled,
         K.StageChanged,
@@ -95,14 +85,7 @@ def test_renewal_at_risk_when_risk_raised_in_renew(sim: Sim) -> None:
 def test_future_cancellation_churns_at_effective_at(sim: Sim) -> None:
     sim.start()
     sim.go_live(day(1))
-    sim.send(
-        "billing.subscription_canceled",
-        day(10),
-        {
-            "effective_at": day(40).isoformat(),
-            "reason": "budget",
-        },
-    )
+    sim.cancel(day(10), day(40), "budget")
     assert sim.stage() is Stage.ADOPT
     sim.sweep(day(39))
     assert sim.stage() is Stage.ADOPT
@@ -119,14 +102,7 @@ def test_future_cancellation_churns_at_effective_at(sim: Sim) -> None:
 def test_past_effective_at_churns_at_effective_at(sim: Sim) -> None:
     sim.start()
     sim.go_live(day(1))
-    sim.send(
-        "billing.subscription_canceled",
-        day(20),
-        {
-            "effective_at": day(15).isoformat(),
-            "reason": "switching",
-        },
-    )
+    sim.cancel(day(20), day(15), "switching")
     assert sim.stage() is Stage.CHURNED
     assert sim.one(K.Churned).at == day(15)
 
@@ -145,17 +121,7 @@ def test_lapsed_term_goes_through_renew_to_churned(sim: Sim) -> None:
 def test_renewal_within_grace_keeps_the_account(sim: Sim) -> None:
     sim.start()
     sim.go_live(day(1))
-    sim.send(
-        "billing.subscription_renewed",
-        day(370),
-        {
-            "term_start": day(365).isoformat(),
-            "term_end": day(730).isoformat(),
-            "plan": "pro",
-            "seats": 10,
-            "mrr": 990,
-        },
-    )
+    sim.renew(day(370), day(365), day(730), plan="pro", seats=10, mrr=990)
     assert sim.stage() is Stage.ADOPT
     assert sim.signals(K.Churned) == []
 
@@ -193,14 +159,7 @@ def test_churned_account_records_events_but_raises_nothing(sim: Sim) -> None:
 def test_win_back_needs_paid_and_provisioned_again(sim: Sim) -> None:
     sim.start()
     sim.go_live(day(1))
-    sim.send(
-        "billing.subscription_canceled",
-        day(30),
-        {
-            "effective_at": day(30).isoformat(),
-            "reason": "budget",
-        },
-    )
+    sim.cancel(day(30), day(30), "budget")
     assert sim.stage() is Stage.CHURNED
     back = sim.start(day(200), seats=5)
     assert [s.kind for s in back.signals] == [K.StageChanged, K.AccountLanded]
