@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from laer.settings import Settings, load_settings
+from laer.settings import Settings, load_policy, load_settings
 from laer_domain.policy import Policy
 from persistence.db import make_engine, upgrade
 from persistence.uow import UnitOfWork, session_factory
@@ -95,7 +95,7 @@ def container() -> Container:
     if _container is None:
         settings = load_settings()
         configure_logging(settings)
-        _container = Container(settings, Policy())
+        _container = Container(settings, load_policy())
     return _container
 
 

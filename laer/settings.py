@@ -11,10 +11,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from consumers.settings import ConsumerSettings, KafkaSettings
 from dispatch.settings import PrefectSettings
 from flows.kit.settings import SmtpSettings
+from laer_domain.policy import Policy
 from persistence.database_url import DatabaseUrl
 
 __all__ = ["ConsumerSettings", "KafkaSettings", "PrefectSettings", "Settings", "SettingsError",
-           "SmtpSettings", "load_settings"]
+           "PolicySettings", "SmtpSettings", "load_policy", "load_settings"]
 
 
 class Settings(BaseSettings):
@@ -35,8 +36,22 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
 
 
+class PolicySettings(BaseSettings, Policy):
+    """The domain's thresholds, each overridable as `LAER_POLICY_<NAME>` (e.g. GRACE_DAYS)."""
+
+    model_config = SettingsConfigDict(env_prefix="LAER_POLICY_", frozen=True, extra="forbid")
+
+
 class SettingsError(SystemExit):
     """Start-up stops here, naming each bad setting and why."""
+
+
+def _invalid(exc: ValidationError, prefix: str) -> SettingsError:
+    lines = []
+    for err in exc.errors():
+        name = prefix + "__".join(str(p) for p in err["loc"]).upper()
+        lines.append(f"  {name}: {err['msg']} (got {err.get('input')!r})")
+    return SettingsError("invalid setting(s):\n" + "\n".join(lines))
 
 
 def load_settings() -> Settings:
@@ -44,8 +59,12 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            name = "LAER_" + "__".join(str(p) for p in err["loc"]).upper()
-            lines.append(f"  {name}: {err['msg']} (got {err.get('input')!r})")
-        raise SettingsError("invalid setting(s):\n" + "\n".join(lines)) from None
+        raise _invalid(exc, "LAER_") from None
+
+
+def load_policy() -> Policy:
+    """Read the domain's thresholds at start-up; a bad override stops it, naming the variable."""
+    try:
+        return PolicySettings()
+    except ValidationError as exc:
+        raise _invalid(exc, "LAER_POLICY_") from None

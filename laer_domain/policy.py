@@ -1,12 +1,11 @@
-"""Configurable thresholds of the lifecycle rules (pydantic-settings)."""
+"""Configurable thresholds of the lifecycle rules (entrypoints read overrides: laer.settings)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Share = Annotated[Decimal, Field(gt=0, le=1)]
 Days = Annotated[int, Field(ge=1)]
@@ -14,10 +13,10 @@ Score = Annotated[int, Field(ge=0, le=100)]
 Weight = Annotated[Decimal, Field(ge=0)]
 
 
-class Policy(BaseSettings):
-    """Lifecycle thresholds; a LAER_POLICY_<NAME> environment variable overrides a default."""
+class Policy(BaseModel):
+    """Lifecycle thresholds; entrypoints read LAER_POLICY_<NAME> overrides (`laer.settings`)."""
 
-    model_config = SettingsConfigDict(env_prefix="LAER_POLICY_", frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     # stage transitions
     renewal_window_days: Days = 90

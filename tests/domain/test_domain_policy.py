@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
+from laer.settings import load_policy
 from laer_domain import Policy
 
 
@@ -36,7 +37,7 @@ def test_policy_is_frozen() -> None:
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAER_POLICY_GRACE_DAYS", "3")
     monkeypatch.setenv("LAER_POLICY_KEY_FEATURES", '["sso"]')
-    p = Policy()
+    p = load_policy()
     assert p.grace_days == 3 and p.key_features == ["sso"]
 
 
