@@ -20,24 +20,26 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-import consumers.batch_store as batch_store
 import consumers.ingest as ingest
 import laer_domain.service as service
+import persistence.batch_repository as batch_repository
 import persistence.repository as repository
 import persistence.uow as uow
-from bench.ingest import PG_DEFAULT, Topics, encoded, events, reset
+from bench.database import PG_DEFAULT, reset
+from bench.topics import Topics, encoded
+from bench.workload import events
 from consumers.records import RawRecord
 from consumers.runner import tune_gc
-from laer.settings import ConsumerSettings
+from consumers.settings import ConsumerSettings
 from laer_domain.policy import Policy
 from persistence.db import make_engine, upgrade
 
 SECTIONS: list[tuple[Any, str, str]] = [
     (ingest.Ingestor, "process", "the whole batch"),
     (ingest.Ingestor, "_decode", "decode and validate the CloudEvent"),
-    (batch_store.BatchRepository, "prefetch", "read accounts and the dedup ledger"),
+    (batch_repository.BatchRepository, "prefetch", "read accounts and the dedup ledger"),
     (service.EventBatch, "handle", "domain rules, health included"),
-    (batch_store.BatchRepository, "write", "write states, timeline, ledger, history, signals"),
+    (batch_repository.BatchRepository, "write", "write states, timeline, ledger, history, signals"),
     (repository.OffsetLedger, "lock", "lock the stored offsets"),
     (repository.OffsetLedger, "advance_all", "advance the stored offsets"),
     (uow.UnitOfWork, "commit", "commit"),

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from consumers.dlq import ERROR_HEADERS, MESSAGE, OFFSET, PARTITION, REASON, TOPIC
-from consumers.records import RawRecord, decode
-from laer.settings import Settings
+from consumers.records import RawRecord, RecordDecoder, headers_as_text, text_or_none
+from consumers.settings import ConsumerSettings, KafkaSettings
 from laer_domain.events import InvalidEvent
 
 
@@ -69,8 +69,7 @@ class DeadLetterEntry:
             "at": datetime.fromtimestamp(self.timestamp_ms / 1000, UTC).isoformat(),
             "reason": self.reason, "message": self.message, "topic": self.source_topic,
             "partition": self.source_partition, "offset": self.source_offset,
-            "key": _text_or_none(self.key),
-            "headers": [[k, v.decode("utf-8", "replace")] for k, v in self.original_headers],
+            "key": text_or_none(self.key), "headers": headers_as_text(self.original_headers),
         }
         if self.value is None:
             doc["value"] = None
@@ -82,20 +81,16 @@ class DeadLetterEntry:
         return doc
 
 
-def _text_or_none(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("utf-8", "replace")
-
-
-def read_dead_letters(settings: Settings, *, reason: str | None = None,
+def read_dead_letters(kafka: KafkaSettings, *, reason: str | None = None,
                       limit: int | None = None, timeout_s: float = 10.0
                       ) -> Iterator[DeadLetterEntry]:
     """Every record of the DLQ (oldest first per partition), optionally of one reason."""
     from kafka import KafkaConsumer, TopicPartition
 
-    topic = settings.kafka.dlq_topic
+    topic = kafka.dlq_topic
     consumer = KafkaConsumer(enable_auto_commit=False, group_id=None,
                              client_id="laer-dlq-tools", consumer_timeout_ms=int(timeout_s * 1000),
-                             **settings.kafka.client_options())
+                             **kafka.client_options())
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -115,10 +110,11 @@ def read_dead_letters(settings: Settings, *, reason: str | None = None,
                     if rec.offset >= ends[tp]:
                         remaining.discard(tp)
                         continue
+                    raw = RawRecord.from_consumer_record(rec)
                     entry = DeadLetterEntry(
-                        dlq_partition=rec.partition, dlq_offset=rec.offset,
-                        timestamp_ms=rec.timestamp, key=rec.key, value=rec.value,
-                        headers=tuple((k, v or b"") for k, v in rec.headers or ()))
+                        dlq_partition=raw.partition, dlq_offset=raw.offset,
+                        timestamp_ms=rec.timestamp, key=raw.key, value=raw.value,
+                        headers=raw.headers)
                     if rec.offset + 1 >= ends[tp]:
                         remaining.discard(tp)
                     if reason is not None and entry.reason != reason:
@@ -131,10 +127,10 @@ def read_dead_letters(settings: Settings, *, reason: str | None = None,
         consumer.close()
 
 
-def list_dead_letters(settings: Settings, *, reason: str | None = None,
+def list_dead_letters(kafka: KafkaSettings, *, reason: str | None = None,
                       limit: int | None = None) -> list[dict[str, Any]]:
     """The DLQ as JSON-safe dicts (what `laer dlq list --json` prints, one per line)."""
-    return [e.to_json() for e in read_dead_letters(settings, reason=reason, limit=limit)]
+    return [e.to_json() for e in read_dead_letters(kafka, reason=reason, limit=limit)]
 
 
 @dataclass(frozen=True)
@@ -147,16 +143,11 @@ class Replay:
     headers: list[tuple[str, bytes]]
     origin: str  # "dlq p/o" for messages
 
-    def check(self, settings: Settings) -> str | None:
+    def check(self, decoder: RecordDecoder) -> str | None:
         """None if the record would now be accepted, else the reason it would be rejected."""
-        family = settings.kafka.source_topics.get(self.topic)
-        if family is None:
-            return f"wrong_topic: {self.topic!r} is not an event topic"
         rec = RawRecord(self.topic, -1, -1, self.key, self.value, tuple(self.headers))
         try:
-            decode(rec, family=family, now=datetime.now(UTC),
-                   max_bytes=settings.consumer.max_record_bytes,
-                   max_future=settings.consumer.max_future)
+            decoder(rec, datetime.now(UTC))
         except InvalidEvent as exc:
             return f"{exc.reason}: {exc.message}"
         return None
@@ -186,13 +177,13 @@ def replays_from_file(path: Path) -> list[Replay]:
     return result
 
 
-def replays_from_dlq(settings: Settings, selected: Iterable[tuple[int, int]] | None = None,
+def replays_from_dlq(kafka: KafkaSettings, selected: Iterable[tuple[int, int]] | None = None,
                      reason: str | None = None) -> list[Replay]:
     """DLQ records as they are (chosen by `partition:offset`, by reason, or all)."""
     wanted = set(selected) if selected is not None else None
     return [Replay(topic=e.source_topic, key=e.key, value=e.value, headers=e.original_headers,
                    origin=f"dlq {e.dlq_partition}/{e.dlq_offset}")
-            for e in read_dead_letters(settings, reason=reason)
+            for e in read_dead_letters(kafka, reason=reason)
             if wanted is None or (e.dlq_partition, e.dlq_offset) in wanted]
 
 
@@ -202,14 +193,16 @@ class ReplayReport:
     refused: list[tuple[str, str]]
 
 
-def replay(settings: Settings, replays: list[Replay], *, force: bool = False,
-           dry_run: bool = False, producer: Any = None) -> ReplayReport:
-    """Send records back to their topics; ones that would fail again are refused unless
-    `force`. Waits until the broker acknowledged each one."""
+def replay(kafka: KafkaSettings, limits: ConsumerSettings, replays: list[Replay], *,
+           force: bool = False, dry_run: bool = False, producer: Any = None) -> ReplayReport:
+    """Send records back to their topics; ones that would fail again (as the consumer with
+    these `limits` would see them) are refused unless `force`. Waits until the broker
+    acknowledged each one."""
     report = ReplayReport([], [])
     ready = []
+    decoder = RecordDecoder(kafka.source_topics, limits)
     for r in replays:
-        problem = r.check(settings)
+        problem = r.check(decoder)
         if problem is not None and not force:
             report.refused.append((r.origin, problem))
         else:
@@ -222,7 +215,7 @@ def replay(settings: Settings, replays: list[Replay], *, force: bool = False,
         from kafka import KafkaProducer
 
         producer = KafkaProducer(acks="all", client_id="laer-dlq-replay",
-                                 **settings.kafka.client_options())
+                                 **kafka.client_options())
     try:
         futures = [(r, producer.send(r.topic, key=r.key, value=r.value, headers=r.headers))
                    for r in ready]

@@ -13,13 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from consumers.batch_store import AccountCache, BatchRepository, ConcurrentUpdate
 from consumers.dlq import DeadLetter, DeadLetterSink
-from consumers.records import LazyOrigin, RawRecord, decode
-from laer.settings import ConsumerSettings
+from consumers.records import LazyOrigin, RawRecord, RecordDecoder
+from consumers.settings import ConsumerSettings
 from laer_domain.events import CloudEvent, InvalidEvent
 from laer_domain.policy import Policy
 from laer_domain.service import LifecycleService
+from persistence.account_cache import AccountCache
+from persistence.batch_repository import BatchRepository, ConcurrentUpdate
 from persistence.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -50,20 +51,15 @@ class Ingestor:
         self._factory = factory
         self._policy = policy
         self._group_id = group_id
-        self._families = topic_families
-        self._limits = limits
+        self._decoder = RecordDecoder(topic_families, limits)
         self._dead_letters = dead_letters
         self._clock = clock
         # committed account states, reused while their row is unchanged (bounded, LRU)
         self.cache = AccountCache(limits.account_cache_size)
 
     def _decode(self, rec: RawRecord, now: datetime) -> CloudEvent | DeadLetter:
-        family = self._families.get(rec.topic)
-        if family is None:
-            return DeadLetter(rec, "wrong_topic", f"topic {rec.topic!r} is not an event topic")
         try:
-            return decode(rec, family=family, now=now, max_bytes=self._limits.max_record_bytes,
-                          max_future=self._limits.max_future)
+            return self._decoder(rec, now)
         except InvalidEvent as exc:
             return DeadLetter(rec, exc.reason, exc.message)
 

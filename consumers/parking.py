@@ -13,7 +13,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from consumers.dlq import DeadLetter, DeadLetterSink
 from consumers.records import RawRecord
 from laer_domain.policy import Policy
-from laer_domain.rules import apply_event
+from laer_domain.service import LifecycleService
 from persistence.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -35,20 +35,10 @@ def _record_from_origin(origin: dict[str, object] | None, account_id: str) -> Ra
 def drain_parked(uow: UnitOfWork, account_id: str, policy: Policy) -> int:
     """Apply an existing account's parked events in event-time order, as a landing would.
 
-    Mirrors `LifecycleService._apply`; the events were marked processed when they were parked.
-    The account row is locked first (PostgreSQL), so a concurrent consumer serialises with us.
+    The account row is read (and, on PostgreSQL, locked) before the parked events are taken,
+    so a concurrent consumer serialises with us.
     """
-    account = uow.accounts.get(account_id)
-    if account is None:
-        return 0
-    parked = sorted(uow.accounts.take_parked(account_id), key=lambda e: (e.time, e.id))
-    for event in parked:
-        outcome = apply_event(account, event, policy)
-        uow.accounts.add_or_update(outcome.account)
-        uow.accounts.record(outcome)
-        uow.accounts.record_event(event, event.account_id)
-        account = outcome.account
-    return len(parked)
+    return len(LifecycleService(uow.accounts, policy).apply_parked(account_id))
 
 
 class ParkedSweeper:

@@ -7,11 +7,12 @@ hide bad input, so the binding is decoded here and validated strictly by `parse_
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from consumers.settings import ConsumerSettings
 from laer_domain.events import CloudEvent, InvalidEvent, parse_event
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
@@ -52,10 +53,19 @@ class RawRecord:
         """A JSON-safe copy of the record, kept with a parked event for a later dead letter."""
         return {
             "topic": self.topic, "partition": self.partition, "offset": self.offset,
-            "key": (self.key or b"").decode("utf-8", "replace") if self.key is not None else None,
-            "value": (self.value or b"").decode("utf-8", "replace"),
-            "headers": [[k, v.decode("utf-8", "replace")] for k, v in self.headers],
+            "key": text_or_none(self.key), "value": (self.value or b"").decode("utf-8", "replace"),
+            "headers": headers_as_text(self.headers),
         }
+
+
+def text_or_none(value: bytes | None) -> str | None:
+    """Bytes shown as text (undecodable bytes replaced), None kept."""
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+def headers_as_text(headers: Iterable[tuple[str, bytes]]) -> list[list[str]]:
+    """Headers as JSON-safe [name, text] pairs."""
+    return [[k, v.decode("utf-8", "replace")] for k, v in headers]
 
 
 class LazyOrigin(Mapping[str, Any]):
@@ -135,3 +145,23 @@ def decode(rec: RawRecord, *, family: str, now: datetime, max_bytes: int,
         raise InvalidEvent("key_mismatch", "record key: missing (it must be the account id)")
     return parse_event(attrs, now=now, max_future=max_future, topic_family=family,
                        record_key=key)
+
+
+@dataclass(frozen=True)
+class RecordDecoder:
+    """What the consumer accepts: records of the event topics, within the limits.
+
+    One place for the consumer (a rejected record is dead-lettered) and for `laer dlq
+    replay` (a record that would be rejected again is refused).
+    """
+
+    families: Mapping[str, str]  # event topic -> the event family it carries
+    limits: ConsumerSettings
+
+    def __call__(self, rec: RawRecord, now: datetime) -> CloudEvent:
+        """The record's event, or InvalidEvent with a reason code."""
+        family = self.families.get(rec.topic)
+        if family is None:
+            raise InvalidEvent("wrong_topic", f"topic {rec.topic!r} is not an event topic")
+        return decode(rec, family=family, now=now, max_bytes=self.limits.max_record_bytes,
+                      max_future=self.limits.max_future)

@@ -23,7 +23,7 @@ from consumers.dlq import DeadLetterSink
 from consumers.ingest import BatchReport, Ingestor
 from consumers.parking import ParkedSweeper
 from consumers.records import RawRecord
-from laer.settings import Settings
+from consumers.settings import ConsumerSettings, KafkaSettings
 from laer_domain.policy import Policy
 from persistence.uow import UnitOfWork
 
@@ -56,21 +56,20 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def consumer_options(settings: Settings) -> dict[str, Any]:
+def consumer_options(kafka: KafkaSettings, settings: ConsumerSettings) -> dict[str, Any]:
     """kafka-python options of the ingesting consumer."""
-    k, c = settings.kafka, settings.consumer
-    session = c.session_timeout_ms
-    heartbeat = min(c.heartbeat_interval_ms, session // 3)
+    session = settings.session_timeout_ms
+    heartbeat = min(settings.heartbeat_interval_ms, session // 3)
     opts: dict[str, Any] = dict(
-        group_id=k.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-        max_poll_records=c.max_poll_records, client_id="laer-consumer",
+        group_id=kafka.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+        max_poll_records=settings.max_poll_records, client_id="laer-consumer",
         session_timeout_ms=session, heartbeat_interval_ms=heartbeat,
         # a topic created just before start-up may be absent from the first metadata (the
         # group then assigns nothing); a short refresh picks it (and new partitions) up
         metadata_max_age_ms=30_000,
-        **k.client_options(),
+        **kafka.client_options(),
     )
-    instance = k.group_instance_id
+    instance = kafka.group_instance_id
     if instance:
         opts["group_instance_id"] = instance
     return opts
@@ -128,7 +127,8 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
 class ConsumerLoop:
     """Runs until `stop()` (or SIGTERM/SIGINT): each batch is applied exactly once."""
 
-    settings: Settings
+    kafka: KafkaSettings
+    settings: ConsumerSettings
     factory: sessionmaker[Session]
     policy: Policy
     dead_letters: DeadLetterSink
@@ -151,14 +151,14 @@ class ConsumerLoop:
         signal.signal(signal.SIGINT, handler)
 
     def _consumer(self) -> KafkaConsumer:
-        return KafkaConsumer(**consumer_options(self.settings))
+        return KafkaConsumer(**consumer_options(self.kafka, self.settings))
 
     def run(self) -> None:
         """Poll and ingest until stopped."""
-        k = self.settings.kafka
+        k = self.kafka
         ingestor = Ingestor(self.factory, self.policy, k.group_id, k.source_topics,
-                            self.settings.consumer, self.dead_letters, self.clock)
-        sweeper = ParkedSweeper(self.factory, self.policy, self.settings.consumer.park_window,
+                            self.settings, self.dead_letters, self.clock)
+        sweeper = ParkedSweeper(self.factory, self.policy, self.settings.park_window,
                                 self.dead_letters, self.clock)
         consumer = self._consumer()
         if self.gc_tuning:
@@ -176,15 +176,14 @@ class ConsumerLoop:
                     except Exception as exc:
                         log.warning("stored offsets unreadable (%s); retrying in %.1fs",
                                     exc, backoff)
-                        self._stop.wait(backoff)
-                        backoff = min(backoff * 2, 10.0)
+                        backoff = self._back_off(backoff)
                         consumer.poll(timeout_ms=0)  # keep the membership alive meanwhile
                         continue
                 # poll() returns as soon as any record is fetched (up to max_poll_records; the
                 # timeout only bounds an idle wait), and the next fetch is in flight while a
                 # batch is processed: a batch is what arrived during the previous one, so at a
                 # steady rate batches stay small and latency is about one batch's processing.
-                polled = consumer.poll(timeout_ms=self.settings.consumer.poll_timeout_ms)
+                polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
                 records = [RawRecord.from_consumer_record(r)
                            for batch in polled.values() for r in batch]
                 if records:
@@ -196,8 +195,7 @@ class ConsumerLoop:
                         # later; nothing is committed, so nothing is lost.
                         log.exception("batch failed; retrying in %.1fs", backoff)
                         self._rewind(consumer, records)
-                        self._stop.wait(backoff)
-                        backoff = min(backoff * 2, 10.0)
+                        backoff = self._back_off(backoff)
                         continue
                     backoff = 0.5
                     metrics.observe_batch(report, time.perf_counter() - started)
@@ -216,6 +214,11 @@ class ConsumerLoop:
         finally:
             consumer.close()  # leaves the group so partitions move at once
             log.info("consumer stopped")
+
+    def _back_off(self, seconds: float) -> float:
+        """Wait (unless stopped meanwhile); returns the next wait: twice as long, 10 s at most."""
+        self._stop.wait(seconds)
+        return min(seconds * 2, 10.0)
 
     def _await_topics(self, consumer: KafkaConsumer, topics: list[str],
                       timeout: float = 30.0) -> None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from prefect import flow
-from sqlalchemy import select
 
-from flows.kit.registry import Playbook
-from flows.kit.runtime import app
-from flows.kit.steps import SignalInfo, Step, StepContext, run_namer, run_playbook
+from flows.kit.api import (
+    Playbook,
+    SignalInfo,
+    Step,
+    StepContext,
+    coalesced_signals,
+    run_namer,
+    run_playbook,
+)
 from laer_domain.model import Account, Role, Stage
 from laer_domain.outreach import Priority
 from laer_domain.signals import SignalKind
-from persistence.tables import SignalRow
 
 PLAYBOOK = Playbook(
     name="adoption_nudge",
@@ -26,11 +30,8 @@ def flagged_features(account: Account, signal: SignalInfo) -> list[str]:
     """Key features flagged unused at the signal's instant that are still unused now."""
     if signal.kind != SignalKind.FeatureUnderused.value:
         return []
-    with app().sessions() as session:  # sibling signals of the same sweep were coalesced
-        rows = session.scalars(select(SignalRow).where(
-            SignalRow.account_id == account.id, SignalRow.at == signal.at,
-            SignalRow.kind == SignalKind.FeatureUnderused.value))
-        features = {str((r.evidence.get("details") or {}).get("feature")) for r in rows}
+    # sibling signals of the same sweep were coalesced into this run
+    features = {str(s.details.get("feature")) for s in coalesced_signals(account.id, signal)}
     features.add(str(signal.details.get("feature")))
     live = account.went_live_at
     unused = []

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.kit.registry import Playbook
-from flows.kit.steps import SignalInfo, Step, StepContext, run_namer, run_playbook
+from flows.kit.api import Playbook, SignalInfo, Step, StepContext, run_namer, run_playbook
 from laer_domain.model import Account, Role, Stage
 from laer_domain.outreach import Priority
 from laer_domain.signals import SignalKind

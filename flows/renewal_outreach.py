@@ -7,8 +7,7 @@ from datetime import datetime, timedelta
 
 from prefect import flow
 
-from flows.kit.registry import Playbook
-from flows.kit.steps import SignalInfo, Step, StepContext, run_namer, run_playbook
+from flows.kit.api import Playbook, SignalInfo, Step, StepContext, run_namer, run_playbook
 from laer_domain.model import Account, Role, Stage
 from laer_domain.outreach import Priority
 from laer_domain.signals import SignalKind

@@ -1,8 +1,8 @@
 """The composition root: settings in; engines, sessions, producers and each part's wiring out.
 
 Nothing here connects, or imports a heavy library, at import time: every builder imports what
-it builds when first asked, so a read-side command pays for SQLAlchemy and nothing more. Each
-process calls `container()` once it starts.
+it builds when first asked, so a read-side command loads SQLAlchemy and the tables, never
+Alembic, Kafka or Prefect. Each process calls `container()` once it starts.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from laer.settings import Settings, load_settings
+from laer.settings import Settings, load_policy, load_settings
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -31,12 +31,7 @@ class Container:
     """Everything a process needs, built lazily from one Settings object."""
 
     settings: Settings
-
-    @cached_property
-    def policy(self) -> Policy:
-        from laer_domain.policy import Policy
-
-        return Policy()
+    policy: Policy  # read with the settings: a bad LAER_POLICY_* stops every command at start
 
     @cached_property
     def engine(self) -> Engine:
@@ -81,7 +76,8 @@ class Container:
         """The ingesting consumer, sending what it cannot apply to `dead_letters`."""
         from consumers.runner import ConsumerLoop
 
-        return ConsumerLoop(self.settings, self.sessions, self.policy, dead_letters)
+        return ConsumerLoop(self.settings.kafka, self.settings.consumer, self.sessions,
+                            self.policy, dead_letters)
 
     def dispatcher(self) -> Dispatcher:
         """The dispatcher, starting every discovered playbook."""
@@ -135,11 +131,6 @@ def container() -> Container:
     if _container is None:
         settings = load_settings()
         configure_logging(settings)
-        _container = Container(settings)
+        _container = Container(settings, load_policy())
     return _container
 
-
-def reset_container() -> None:
-    """Forget the cached container (tests change the environment between cases)."""
-    global _container
-    _container = None

@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.settings import ConsumerSettings, KafkaSettings
 from dispatch.settings import PrefectSettings
 from flows.kit.settings import SmtpSettings
+from laer_domain.policy import Policy
+from persistence.database_url import DatabaseUrl
 
 __all__ = ["ConsumerSettings", "KafkaSettings", "PrefectSettings", "Settings", "SettingsError",
-           "SmtpSettings", "load_settings"]
+           "PolicySettings", "SmtpSettings", "load_policy", "load_settings"]
 
 
 class Settings(BaseSettings):
@@ -22,7 +24,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LAER_", env_nested_delimiter="__",
                                       extra="ignore")
 
-    database_url: str = "sqlite:///.laer/laer.db"
+    database_url: DatabaseUrl = "sqlite:///.laer/laer.db"
     state_dir: Path = Path(".laer")
     kafka: KafkaSettings = KafkaSettings()
     consumer: ConsumerSettings = ConsumerSettings()
@@ -33,16 +35,23 @@ class Settings(BaseSettings):
     # json: one object per line (time, level, logger, message, exception) for log shippers
     log_format: Literal["text", "json"] = "text"
 
-    @field_validator("database_url")
-    @classmethod
-    def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql")):
-            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
-        return value
+
+class PolicySettings(BaseSettings, Policy):
+    """The domain's thresholds, each overridable as `LAER_POLICY_<NAME>` (e.g. GRACE_DAYS)."""
+
+    model_config = SettingsConfigDict(env_prefix="LAER_POLICY_", frozen=True, extra="forbid")
 
 
 class SettingsError(SystemExit):
     """Start-up stops here, naming each bad setting and why."""
+
+
+def _invalid(exc: ValidationError, prefix: str) -> SettingsError:
+    lines = []
+    for err in exc.errors():
+        name = prefix + "__".join(str(p) for p in err["loc"]).upper()
+        lines.append(f"  {name}: {err['msg']} (got {err.get('input')!r})")
+    return SettingsError("invalid setting(s):\n" + "\n".join(lines))
 
 
 def load_settings() -> Settings:
@@ -50,8 +59,12 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            name = "LAER_" + "__".join(str(p) for p in err["loc"]).upper()
-            lines.append(f"  {name}: {err['msg']} (got {err.get('input')!r})")
-        raise SettingsError("invalid setting(s):\n" + "\n".join(lines)) from None
+        raise _invalid(exc, "LAER_") from None
+
+
+def load_policy() -> Policy:
+    """Read the domain's thresholds at start-up; a bad override stops it, naming the variable."""
+    try:
+        return PolicySettings()
+    except ValidationError as exc:
+        raise _invalid(exc, "LAER_POLICY_") from None

@@ -19,6 +19,7 @@ from laer_domain.model import (
     Role,
     Stage,
     Term,
+    copy_account,
     owner_for,
     roles_for,
 )
@@ -28,7 +29,6 @@ from laer_domain.rules import (
     Outcome,
     apply_event,
     apply_event_in_place,
-    copy_account,
     sweep,
 )
 from laer_domain.service import (

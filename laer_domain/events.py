@@ -1,4 +1,4 @@
-"""CloudEvents envelope, event types and validation of incoming events."""
+"""The CloudEvents envelope: validating incoming events, and writing wire-shaped ones."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta
-from decimal import Decimal
-from enum import StrEnum
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Literal, TypeVar
 
@@ -24,49 +22,15 @@ from pydantic import (
     field_validator,
 )
 
-from laer_domain.payloads import (
-    ActiveUsers,
-    ContactSpec,
-    FeatureUsed,
-    GoalSpec,
-    InvoicePaid,
-    LimitReached,
-    OutcomeAchieved,
-    PaymentFailed,
-    PlanChanged,
-    Provisioned,
-    SubscriptionCanceled,
-    SubscriptionRenewed,
-    SubscriptionStarted,
-    SurveyResponse,
-    TicketEscalated,
-    TicketOpened,
-    TicketResolved,
-)
-from laer_domain.wire import UtcDateTime, parse_instant
+from laer_domain.event_types import EVENT_DATA_MODELS, EventType, event_family
+from laer_domain.wire import UtcDateTime, iso, jsonable, parse_instant
 
 __all__ = [
     "EVENT_DATA_MODELS",
-    "ActiveUsers",
+    "SUBJECT_PATTERN",
     "CloudEvent",
-    "ContactSpec",
     "EventType",
-    "FeatureUsed",
-    "GoalSpec",
     "InvalidEvent",
-    "InvoicePaid",
-    "LimitReached",
-    "OutcomeAchieved",
-    "PaymentFailed",
-    "PlanChanged",
-    "Provisioned",
-    "SubscriptionCanceled",
-    "SubscriptionRenewed",
-    "SubscriptionStarted",
-    "SurveyResponse",
-    "TicketEscalated",
-    "TicketOpened",
-    "TicketResolved",
     "event_family",
     "event_json_schemas",
     "make_event",
@@ -76,47 +40,7 @@ __all__ = [
 SUBJECT_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 _SUBJECT = re.compile(SUBJECT_PATTERN)
 REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time")
-FAMILIES = ("billing", "usage", "support")
 _M = TypeVar("_M", bound=BaseModel)
-
-
-class EventType(StrEnum):
-    """The event types the domain understands."""
-
-    SUBSCRIPTION_STARTED = "laer.billing.subscription_started"
-    INVOICE_PAID = "laer.billing.invoice_paid"
-    PAYMENT_FAILED = "laer.billing.payment_failed"
-    PLAN_CHANGED = "laer.billing.plan_changed"
-    SUBSCRIPTION_RENEWED = "laer.billing.subscription_renewed"
-    SUBSCRIPTION_CANCELED = "laer.billing.subscription_canceled"
-    PROVISIONED = "laer.usage.provisioned"
-    ACTIVE_USERS = "laer.usage.active_users"
-    FEATURE_USED = "laer.usage.feature_used"
-    LIMIT_REACHED = "laer.usage.limit_reached"
-    OUTCOME_ACHIEVED = "laer.usage.outcome_achieved"
-    TICKET_OPENED = "laer.support.ticket_opened"
-    TICKET_ESCALATED = "laer.support.ticket_escalated"
-    TICKET_RESOLVED = "laer.support.ticket_resolved"
-    SURVEY_RESPONSE = "laer.support.survey_response"
-
-
-EVENT_DATA_MODELS: dict[str, type[BaseModel]] = {
-    EventType.SUBSCRIPTION_STARTED.value: SubscriptionStarted,
-    EventType.INVOICE_PAID.value: InvoicePaid,
-    EventType.PAYMENT_FAILED.value: PaymentFailed,
-    EventType.PLAN_CHANGED.value: PlanChanged,
-    EventType.SUBSCRIPTION_RENEWED.value: SubscriptionRenewed,
-    EventType.SUBSCRIPTION_CANCELED.value: SubscriptionCanceled,
-    EventType.PROVISIONED.value: Provisioned,
-    EventType.ACTIVE_USERS.value: ActiveUsers,
-    EventType.FEATURE_USED.value: FeatureUsed,
-    EventType.LIMIT_REACHED.value: LimitReached,
-    EventType.OUTCOME_ACHIEVED.value: OutcomeAchieved,
-    EventType.TICKET_OPENED.value: TicketOpened,
-    EventType.TICKET_ESCALATED.value: TicketEscalated,
-    EventType.TICKET_RESOLVED.value: TicketResolved,
-    EventType.SURVEY_RESPONSE.value: SurveyResponse,
-}
 
 
 class InvalidEvent(ValueError):
@@ -127,12 +51,6 @@ class InvalidEvent(ValueError):
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
-
-
-def event_family(event_type: str) -> str:
-    """Return the topic family of an event type ("laer.usage.x" -> "usage")."""
-    parts = event_type.split(".")
-    return parts[1] if len(parts) >= 3 and parts[0] == "laer" else ""
 
 
 class CloudEvent(BaseModel):
@@ -300,27 +218,6 @@ def event_json_schemas() -> dict[str, dict[str, Any]]:
     return json.loads(json.dumps(_schemas()))  # type: ignore[no-any-return]
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return _iso(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _iso(value: datetime) -> str:
-    text = value.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
 def make_event(
     type: str,
     subject: str,
@@ -336,9 +233,9 @@ def make_event(
         "source": source,
         "type": type,
         "subject": subject,
-        "time": _iso(time),
+        "time": iso(time),
         "datacontenttype": "application/json",
-        "data": _json_safe(dict(data)),
+        "data": jsonable(dict(data)),
     }
     if id is None:
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from laer_domain.events import CloudEvent
 from laer_domain.health import compute_health
 from laer_domain.model import (
     ALLOWED_TRANSITIONS,
@@ -26,6 +28,7 @@ from laer_domain.signals import (
     StageChange,
     signal_id,
 )
+from laer_domain.wire import iso, jsonable
 
 MAX_LIMIT_MARKERS = 32  # distinct limit names remembered per term
 MAX_RISK_RULES = 10
@@ -34,24 +37,6 @@ LIMIT_PREFIX = "expansion:limit:"
 
 class IllegalTransition(AssertionError):
     """A rule tried a transition outside the allowed table (a bug, never input)."""
-
-
-def iso(value: datetime) -> str:
-    """Return an RFC 3339 UTC string ending in Z."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def jsonable(value: Any) -> Any:
-    """Return a JSON-native copy (Decimal -> str, datetime -> RFC 3339)."""
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 @dataclass
@@ -101,6 +86,10 @@ class Ctx:
                 evidence=Evidence(rule=rule, event_ids=event_ids, details=jsonable(details or {})),
             )
         )
+
+
+Handler = Callable[[Ctx, CloudEvent], None]
+"""The rule of one event type for a live account (see `laer_domain.handlers`)."""
 
 
 def ids(event_id: str | None) -> tuple[str, ...]:
@@ -178,14 +167,8 @@ def release_held(ctx: Ctx, at: datetime) -> None:
     """Raise held expansion opportunities on entering expand."""
     for held in ctx.account.held_opportunities:
         details: dict[str, Any] = {**held.details, "held_since": iso(held.seen_at)}
-        ctx.emit(
-            SignalKind.ExpansionOpportunity,
-            at,
-            held.rule,
-            tuple(held.event_ids),
-            details,
-            key=f"term{ctx.account.term.number}:{held.key}",
-        )
+        ctx.emit(SignalKind.ExpansionOpportunity, at, held.rule, tuple(held.event_ids), details,
+                 key=f"term{ctx.account.term.number}:{held.key}")
     ctx.account.held_opportunities = []
 
 
@@ -204,14 +187,8 @@ def expansion_opportunity(
         return
     acc = ctx.account
     if hard or acc.stage in (Stage.EXPAND, Stage.RENEW):
-        ctx.emit(
-            SignalKind.ExpansionOpportunity,
-            at,
-            rule,
-            (event_id,),
-            details,
-            key=f"term{acc.term.number}:{key}",
-        )
+        ctx.emit(SignalKind.ExpansionOpportunity, at, rule, (event_id,), details,
+                 key=f"term{acc.term.number}:{key}")
         return
     acc.held_opportunities.append(
         HeldOpportunity(
@@ -227,10 +204,11 @@ def trigger_churn_risk(
     acc = ctx.account
     risk = acc.churn_risk
     if risk is not None:
-        risk.last_trigger_at = max(risk.last_trigger_at, at)
-        risk.last_rule = rule
-        if rule not in risk.rules:
-            risk.rules = [*risk.rules, rule][-MAX_RISK_RULES:]
+        rules = risk.rules if rule in risk.rules else [*risk.rules, rule][-MAX_RISK_RULES:]
+        acc.churn_risk = risk.model_copy(
+            update={"last_trigger_at": max(risk.last_trigger_at, at), "last_rule": rule,
+                    "rules": rules}
+        )
         return
     acc.churn_risk = ChurnRisk(since=at, last_trigger_at=at, last_rule=rule, rules=[rule])
     acc.risks_opened += 1

@@ -70,7 +70,13 @@ def owner_for(stage: Stage) -> Role:
 
 
 class _State(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    """A value inside an account: frozen, so copies of the account can share it.
+
+    A rule that changes one replaces it (`model_copy(update=...)`); its lists and dicts are
+    never changed in place either.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Term(_State):
@@ -204,3 +210,29 @@ class Account(BaseModel):
     def has_fired(self, marker: str) -> bool:
         """Return True if a once-only marker was already set."""
         return marker in self.fired
+
+    def clone(self) -> Account:
+        """A copy the rules may change without touching this account.
+
+        The account's own lists and dicts are copied; what they hold (frozen state values,
+        frozen contacts, strings, numbers, instants) is immutable and shared. A new field that
+        holds a list or dict must be copied here too (`test_domain_model` checks this).
+        """
+        return self.model_copy(
+            update={
+                "goals": list(self.goals),
+                "contacts": list(self.contacts),
+                "daily_active_users": dict(self.daily_active_users),
+                "escalations": list(self.escalations),
+                "open_tickets": dict(self.open_tickets),
+                "surveys": dict(self.surveys),
+                "feature_usage": dict(self.feature_usage),
+                "held_opportunities": list(self.held_opportunities),
+                "fired": list(self.fired),
+            }
+        )
+
+
+def copy_account(account: Account) -> Account:
+    """A copy of `account` for the rules to change (`Account.clone`)."""
+    return account.clone()

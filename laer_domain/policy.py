@@ -1,15 +1,11 @@
-"""Configurable thresholds of the lifecycle rules (pydantic-settings)."""
+"""Configurable thresholds of the lifecycle rules (entrypoints read overrides: laer.settings)."""
 
 from __future__ import annotations
 
-import json
-import tomllib
 from decimal import Decimal
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Share = Annotated[Decimal, Field(gt=0, le=1)]
 Days = Annotated[int, Field(ge=1)]
@@ -17,10 +13,10 @@ Score = Annotated[int, Field(ge=0, le=100)]
 Weight = Annotated[Decimal, Field(ge=0)]
 
 
-class Policy(BaseSettings):
-    """Lifecycle thresholds; defaults follow DESIGN.md section 3."""
+class Policy(BaseModel):
+    """Lifecycle thresholds; entrypoints read LAER_POLICY_<NAME> overrides (`laer.settings`)."""
 
-    model_config = SettingsConfigDict(env_prefix="LAER_POLICY_", frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     # stage transitions
     renewal_window_days: Days = 90
@@ -76,17 +72,3 @@ class Policy(BaseSettings):
         if priority == "urgent":
             return self.health_ticket_penalty_urgent
         return self.health_ticket_penalty_normal  # "normal" and anything unknown
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> Policy:
-        """Load a TOML or JSON policy file; LAER_POLICY_* environment variables still win."""
-        file_path = Path(path)
-        text = file_path.read_text(encoding="utf-8")
-        raw: Any = json.loads(text) if file_path.suffix == ".json" else tomllib.loads(text)
-        if isinstance(raw, dict) and isinstance(raw.get("policy"), dict):
-            raw = raw["policy"]  # allow a [policy] table in a shared config file
-        if not isinstance(raw, dict):
-            raise ValueError(f"{file_path}: a policy file must hold a table of thresholds")
-        from_env = cls()
-        overrides = from_env.model_dump(include=from_env.model_fields_set)
-        return cls(**{**raw, **overrides})

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from laer_domain.events import CloudEvent, EventType
-from laer_domain.model import LIVE_STAGES, Account, Stage
+from laer_domain.model import LIVE_STAGES, Account, Stage, copy_account
 from laer_domain.policy import Policy
-from laer_domain.rules import Outcome, apply_event, apply_event_in_place, copy_account, sweep
+from laer_domain.rules import Outcome, apply_event_in_place, sweep
 from laer_domain.signals import HealthChange, Signal, StageChange
 
 
@@ -128,31 +128,13 @@ class LifecycleService:
         self.repo = repo
         self.policy = policy
 
-    def _apply(self, account: Account | None, event: CloudEvent) -> Outcome:
-        outcome = apply_event(account, event, self.policy)
-        self.repo.add_or_update(outcome.account)
-        self.repo.record(outcome)
-        self.repo.record_event(event, event.account_id)
-        return outcome
-
     def handle(self, event: CloudEvent, origin: Mapping[str, Any] | None = None) -> HandleResult:
         """Apply one event: duplicates are skipped, early events parked until landing."""
-        if self.repo.is_processed(event.key):
-            return HandleResult("duplicate")
-        account = self.repo.get(event.account_id)
-        landing = event.type == EventType.SUBSCRIPTION_STARTED
-        if account is None and not landing:
-            self.repo.park(event, origin)
-            self.repo.mark_processed(event.key, event.account_id)
-            return HandleResult("parked")
-        outcome = self._apply(account, event)
-        self.repo.mark_processed(event.key, event.account_id)
-        outcomes = [outcome]
-        if any(change.to_stage is Stage.LAND for change in outcome.stage_changes):
-            parked = sorted(self.repo.take_parked(event.account_id), key=lambda e: (e.time, e.id))
-            for early in parked:
-                outcomes.append(self._apply(outcomes[-1].account, early))
-        return HandleResult("applied", tuple(outcomes))
+        return self.batch().handle(event, origin)
+
+    def apply_parked(self, account_id: str) -> list[Outcome]:
+        """Apply a landed account's parked events, as its landing does (see `EventBatch`)."""
+        return self.batch().apply_parked(account_id)
 
     def batch(self, reload: Callable[[str], Account | None] | None = None) -> EventBatch:
         """A handler for a run of events that copies each account once for the whole run.
@@ -161,13 +143,6 @@ class LifecycleService:
         not copied (see `EventBatch`).
         """
         return EventBatch(self, reload)
-
-    def handle_batch(
-        self, items: Iterable[tuple[CloudEvent, Mapping[str, Any] | None]]
-    ) -> list[HandleResult]:
-        """`handle` each (event, origin) in order, through one `EventBatch`."""
-        batch = self.batch()
-        return [batch.handle(event, origin) for event, origin in items]
 
     def sweep(self, at: datetime) -> list[Outcome]:
         """Apply due time-based rules to every live account as of `at`."""
@@ -185,22 +160,21 @@ class LifecycleService:
 
 
 class EventBatch:
-    """Handles events like `LifecycleService.handle`, one working copy per account per batch.
+    """Applies and records a run of events, one working copy per account for the whole run.
 
-    `handle` copies an account (and its nested state) before every event so that each
-    outcome is a snapshot; inside a batch that copy is most of the cost of an event. Here an
-    account is copied once, on its first event in the batch, and that working copy is changed
-    in place by the account's later events. The repository gets the same writes with the same
-    values, in the same order, as with `handle` one event at a time (duplicates and parked
-    events included; an account is read once per batch), so the states, signals and records
-    are the same. What differs: an outcome's `account` is the account's working copy, so
-    once the batch moved on it holds the state after the account's latest event, not after
-    that outcome's event (with `reload`, below, later batches go on changing it too).
+    An account is copied once, on its first event in the batch (a copy per event would be
+    most of an event's cost), and that working copy is changed in place by the account's
+    later events. `LifecycleService.handle` is a batch of one event. However events are cut
+    into batches, the repository gets the same writes with the same values in the same order
+    (duplicates and parked events included; an account is read once per batch), so the
+    states, signals and records are the same. An outcome's `account` is the account's working
+    copy: once the batch moved on it holds the state after the account's latest event, not
+    after that outcome's event (with `reload`, below, later batches go on changing it too).
 
     An event whose rules raise leaves no half-applied account: its account is rebuilt as it
     was before that event (the batch's earlier events of the account are replayed on a fresh
     copy; the rules are deterministic) and the exception propagates. Events handled before it
-    keep their effects, as with `handle`; the batch can go on with later events.
+    keep their effects; the batch can go on with later events.
 
     A repository whose accounts nobody else holds (the consumer's batch store: parsed from
     their rows, or taken out of its cache) passes `reload`, and the copy is skipped: the
@@ -219,6 +193,35 @@ class EventBatch:
         self._working: dict[str, Account] = {}
         # account id -> (state at the batch's first touch, events applied to it since)
         self._history: dict[str, tuple[Account | None, list[CloudEvent]]] = {}
+
+    def handle(self, event: CloudEvent, origin: Mapping[str, Any] | None = None) -> HandleResult:
+        """Apply one event: duplicates are skipped, early events parked until landing."""
+        if self._repo.is_processed(event.key):
+            return HandleResult("duplicate")
+        account_id = event.account_id
+        account = self._account(account_id)
+        landing = event.type == EventType.SUBSCRIPTION_STARTED
+        if account is None and not landing:
+            self._repo.park(event, origin)
+            self._repo.mark_processed(event.key, account_id)
+            return HandleResult("parked")
+        outcome = self._apply(account_id, event)
+        self._repo.mark_processed(event.key, account_id)
+        outcomes = [outcome]
+        if any(change.to_stage is Stage.LAND for change in outcome.stage_changes):
+            outcomes.extend(self.apply_parked(account_id))
+        return HandleResult("applied", tuple(outcomes))
+
+    def apply_parked(self, account_id: str) -> list[Outcome]:
+        """Apply the account's parked events in event-time order; none if it has not landed.
+
+        The events were marked processed when they were parked. The account is read before
+        the parked events are taken.
+        """
+        if self._account(account_id) is None:
+            return []
+        parked = sorted(self._repo.take_parked(account_id), key=lambda e: (e.time, e.id))
+        return [self._apply(account_id, early) for early in parked]
 
     def _account(self, account_id: str) -> Account | None:
         if account_id not in self._history:
@@ -256,26 +259,6 @@ class EventBatch:
         self._working[account_id] = account
         if applied:  # the repository holds the half-applied working copy
             self._repo.add_or_update(account)
-
-    def handle(self, event: CloudEvent, origin: Mapping[str, Any] | None = None) -> HandleResult:
-        """Apply one event: duplicates are skipped, early events parked until landing."""
-        if self._repo.is_processed(event.key):
-            return HandleResult("duplicate")
-        account_id = event.account_id
-        account = self._account(account_id)
-        landing = event.type == EventType.SUBSCRIPTION_STARTED
-        if account is None and not landing:
-            self._repo.park(event, origin)
-            self._repo.mark_processed(event.key, account_id)
-            return HandleResult("parked")
-        outcome = self._apply(account_id, event)
-        self._repo.mark_processed(event.key, account_id)
-        outcomes = [outcome]
-        if any(change.to_stage is Stage.LAND for change in outcome.stage_changes):
-            parked = sorted(self._repo.take_parked(account_id), key=lambda e: (e.time, e.id))
-            for early in parked:
-                outcomes.append(self._apply(account_id, early))
-        return HandleResult("applied", tuple(outcomes))
 
 
 def in_memory_service(policy: Policy | None = None) -> LifecycleService:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from laer_domain.lifecycle import Ctx, iso, move, refresh_health
+from laer_domain.lifecycle import Ctx, move, refresh_health
 from laer_domain.model import Stage
 from laer_domain.signals import SignalKind
+from laer_domain.wire import iso
 
 Rule = Callable[[Ctx, datetime], None]
 MAX_STEPS = 1000  # each step retires its rule; this only guards against a bug
@@ -25,14 +26,8 @@ def _renewal_window_signal(ctx: Ctx, at: datetime) -> None:
         "window_days": ctx.policy.renewal_window_days,
         "stage": acc.stage.value,
     }
-    ctx.emit(
-        SignalKind.RenewalWindowOpened,
-        at,
-        "renewal_window",
-        (),
-        details,
-        key=f"term{acc.term.number}",
-    )
+    ctx.emit(SignalKind.RenewalWindowOpened, at, "renewal_window", (), details,
+             key=f"term{acc.term.number}")
     if acc.stage is Stage.LAND and ctx.mark("renewal_at_risk"):
         ctx.emit(
             SignalKind.RenewalAtRisk, at, "still_in_land", (), details, key=f"term{acc.term.number}"
@@ -65,14 +60,8 @@ def _adoption_stalled(ctx: Ctx, at: datetime) -> None:
         "stall_days": ctx.policy.adoption_stall_days,
         "pending_goals": pending,
     }
-    ctx.emit(
-        SignalKind.AdoptionStalled,
-        at,
-        "adoption_stalled",
-        (),
-        details,
-        key=f"adopt#{acc.transitions}",
-    )
+    ctx.emit(SignalKind.AdoptionStalled, at, "adoption_stalled", (), details,
+             key=f"adopt#{acc.transitions}")
 
 
 def _feature_underused(ctx: Ctx, at: datetime) -> None:
@@ -90,14 +79,8 @@ def _feature_underused(ctx: Ctx, at: datetime) -> None:
             "days": ctx.policy.feature_underused_days,
             "last_used": stat.last_used if stat else None,
         }
-        ctx.emit(
-            SignalKind.FeatureUnderused,
-            at,
-            "feature_underused",
-            (),
-            details,
-            key=f"term{acc.term.number}:{feature}",
-        )
+        ctx.emit(SignalKind.FeatureUnderused, at, "feature_underused", (), details,
+                 key=f"term{acc.term.number}:{feature}")
 
 
 def _churn_risk_expiry(ctx: Ctx, at: datetime) -> None:

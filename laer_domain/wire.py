@@ -1,14 +1,16 @@
-"""Wire-level value types shared by event payloads and account state."""
+"""The wire format of the domain's values: the types events and account state are parsed
+into, and `iso`/`jsonable`, which write them back out as JSON."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BeforeValidator, Field, Strict, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, Strict, WithJsonSchema
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}"
@@ -41,6 +43,30 @@ def parse_instant(value: Any) -> datetime:
         return to_utc(datetime.fromisoformat(text))
     except ValueError as exc:
         raise ValueError(f"invalid RFC 3339 value: {exc}") from None
+
+
+def iso(value: datetime) -> str:
+    """RFC 3339 text of an instant, UTC written as Z (other offsets, or none, as they are)."""
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-native copy: instants as `iso`, dates as YYYY-MM-DD, Decimal as str, models
+    as their JSON dump, mappings and sequences item by item."""
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
 
 
 def parse_money(value: Any) -> Decimal:

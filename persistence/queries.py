@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from laer_domain.lifecycle import iso
+from laer_domain.wire import iso
 from persistence.tables import (
     AccountRow,
     ActionRow,
@@ -20,7 +20,7 @@ from persistence.tables import (
 )
 
 
-def _iso(value: datetime | None) -> str | None:
+def _iso(value: datetime | None) -> str | None:  # an unset instant stays null
     return None if value is None else iso(value)
 
 

@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 
 from laer_domain.events import CloudEvent
 from laer_domain.model import Account, Stage
+from persistence import rows
+from persistence.rows import orm_values
 from persistence.tables import (
     AccountRow,
     AppliedEventRow,
@@ -43,23 +45,16 @@ class SqlLifecycleRepository:
     def get(self, account_id: str) -> Account | None:
         """Load an account (row-locked on PostgreSQL so concurrent consumers serialise)."""
         row = self.session.get(AccountRow, account_id, with_for_update=self._lock or None)
-        return None if row is None else Account.model_validate(row.state)
+        return None if row is None else rows.account_from_state(row.state)
 
     def add_or_update(self, account: Account) -> None:
         """Insert or update an account's state and its read-side columns."""
-        state = account.model_dump(mode="json")
         row = self.session.get(AccountRow, account.id)
-        health = account.health
         if row is None:
             row = AccountRow(id=account.id)
             self.session.add(row)
-        row.stage = account.stage.value
-        row.stage_since = account.stage_since
-        row.owner = account.owner.value
-        row.health_score = health.score if health else None
-        row.health_band = health.band if health else None
-        row.state = state
-        row.updated_at = _utcnow()
+        for column, value in orm_values(rows.account_row(account, _utcnow())).items():
+            setattr(row, column, value)  # the version is the ORM's (version_id_col)
         self.session.flush([row])
 
     def is_processed(self, key: tuple[str, str]) -> bool:
@@ -69,53 +64,40 @@ class SqlLifecycleRepository:
 
     def mark_processed(self, key: tuple[str, str], account_id: str) -> None:
         """Record an event's identity so a redelivery changes nothing."""
-        source, event_id = key
-        self.session.add(ProcessedEventRow(source=source, event_id=event_id,
-                                           account_id=account_id, processed_at=_utcnow()))
+        self.session.add(ProcessedEventRow(
+            **rows.processed_event_row(key, account_id, _utcnow())))
 
     def park(self, event: CloudEvent, origin: Mapping[str, Any] | None) -> None:
         """Keep an event for an account that has not landed yet."""
         self.session.add(ParkedEventRow(
-            account_id=event.account_id, event_time=event.time,
-            event=event.model_dump(mode="json"), origin=dict(origin) if origin else None,
-            parked_at=_utcnow(),
-        ))
+            **orm_values(rows.parked_event_row(event, origin, _utcnow()))))
 
     def take_parked(self, account_id: str) -> list[CloudEvent]:
         """Remove and return the events parked for an account."""
-        rows = self.session.scalars(
+        parked = self.session.scalars(
             select(ParkedEventRow).where(ParkedEventRow.account_id == account_id)
             .order_by(ParkedEventRow.id)
         ).all()
-        events = [CloudEvent.model_validate(r.event) for r in rows]
-        for r in rows:
+        events = [rows.parked_event_from_row(r.event) for r in parked]
+        for r in parked:
             self.session.delete(r)
         return events
 
     def record(self, outcome: Outcome) -> None:
         """Append signals (each also queued in the outbox), stage and health changes."""
         for change in outcome.stage_changes:
-            self.session.add(StageChangeRow(
-                account_id=change.account_id, from_stage=change.from_stage.value
-                if change.from_stage else None, to_stage=change.to_stage.value, at=change.at,
-                reason=change.reason, event_id=change.event_id))
+            self.session.add(StageChangeRow(**rows.stage_change_row(change)))
         for health in outcome.health_changes:
-            self.session.add(HealthChangeRow(
-                account_id=health.account_id, at=health.at, score=health.score,
-                band=health.band, components=dict(health.components)))
+            self.session.add(HealthChangeRow(**rows.health_change_row(health)))
         if outcome.signals:
             self.session.flush()
             seq = self._next_signal_seq()
         for signal in outcome.signals:
             if self.session.get(SignalRow, signal.id) is not None:
                 continue  # re-derived signal: already stored and queued once
-            self.session.add(SignalRow(
-                id=signal.id, seq=seq, account_id=signal.account_id, kind=signal.kind.value,
-                at=signal.at, stage=signal.stage.value,
-                evidence=signal.evidence.model_dump(mode="json")))
+            self.session.add(SignalRow(**rows.signal_row(signal, seq)))
             self.session.flush()  # the outbox row refers to it
-            self.session.add(OutboxRow(signal_id=signal.id, account_id=signal.account_id,
-                                       kind=signal.kind.value, created_at=_utcnow()))
+            self.session.add(OutboxRow(**rows.outbox_row(signal, _utcnow())))
             seq += 1
 
     def _next_signal_seq(self) -> int:
@@ -125,8 +107,7 @@ class SqlLifecycleRepository:
     def record_event(self, event: CloudEvent, account_id: str) -> None:
         """Append an event to the account's timeline."""
         self.session.add(AppliedEventRow(
-            account_id=account_id, event_id=event.id, source=event.source, type=event.type,
-            time=event.time, data=event.data.model_dump(mode="json")))
+            **orm_values(rows.applied_event_row(event, account_id))))
 
     def live_account_ids(self) -> list[str]:
         """Accounts that time-based rules still concern (not churned)."""

@@ -7,6 +7,8 @@ from types import TracebackType
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from persistence.repository import OffsetLedger, SqlLifecycleRepository
+
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
@@ -21,9 +23,6 @@ class UnitOfWork:
         self._group_id = group_id
 
     def __enter__(self) -> UnitOfWork:
-        # Imported here: a read-side command takes `session_factory` without the domain.
-        from persistence.repository import OffsetLedger, SqlLifecycleRepository
-
         self.session = self._factory()
         self.accounts = SqlLifecycleRepository(self.session)
         self.offsets = OffsetLedger(self.session, self._group_id)

@@ -6,7 +6,6 @@ A service that cannot start fails the run with its name; nothing is skipped for 
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,15 +14,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from laer.local.kafka import LocalKafka, LocalServiceError
+from laer.local.ports import free_port
+from laer.local.postgres import reset_postgres
 from laer.local.prefect_server import LocalPrefectServer
 
 DEFAULT_PG = "postgresql+psycopg://laer:laer@127.0.0.1:5432/laer_test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def started_broker(home: Path) -> LocalKafka:
@@ -58,15 +53,6 @@ def postgres_url() -> str:
         pytest.fail(f"PostgreSQL is not reachable at {url}: {exc}. "
                     "Run deployments/local/postgres.sh (as root) first.", pytrace=False)
     return url
-
-
-def reset_postgres(url: str) -> None:
-    """Drop every table so a test starts from an empty schema."""
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("drop schema public cascade"))
-        conn.execute(text("create schema public"))
-    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from laer.settings import SmtpSettings
+from flows.kit.settings import SmtpSettings
 from persistence.tables import ActionRow
+from persistence.upsert import insert_if_absent
 
 
 def _now() -> datetime:
@@ -29,29 +29,37 @@ def find_action(factory: sessionmaker[Session], key: str) -> ActionRow | None:
         return session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
 
 
+def _record(session: Session, key: str, fields: dict[str, Any]) -> tuple[ActionRow, bool]:
+    created = insert_if_absent(session, ActionRow,
+                               {"idempotency_key": key, "created_at": _now(), **fields},
+                               key=("idempotency_key",))
+    row = session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
+    assert row is not None, key
+    return row, created
+
+
+def _move(row: ActionRow, status: str, reason: str | None, due_at: datetime | None,
+          payload: dict[str, Any] | None) -> None:
+    row.status = status
+    row.reason = reason
+    row.due_at = due_at
+    if payload is not None:
+        row.payload = {**row.payload, **payload}
+
+
 def record_action(factory: sessionmaker[Session], *, key: str, account_id: str, playbook: str,
                   kind: str, subject: str, status: str, flow_run_id: str | None = None,
                   recipient: str | None = None, role: str | None = None,
                   reason: str | None = None, due_at: datetime | None = None,
                   payload: dict[str, Any] | None = None) -> tuple[ActionRow, bool]:
     """Insert an action unless `key` exists; returns (row, created)."""
-    existing = find_action(factory, key)
-    if existing is not None:
-        return existing, False
-    row = ActionRow(idempotency_key=key, account_id=account_id, playbook=playbook, kind=kind,
-                    subject=subject, status=status, flow_run_id=flow_run_id,
-                    recipient=recipient, role=role, reason=reason, due_at=due_at,
-                    created_at=_now(), payload=payload or {})
     with factory() as session:
-        session.add(row)
-        try:
-            session.commit()
-        except IntegrityError:  # a retried task raced its first attempt
-            session.rollback()
-            found = find_action(factory, key)
-            assert found is not None
-            return found, False
-    return row, True
+        row, created = _record(session, key, dict(
+            account_id=account_id, playbook=playbook, kind=kind, subject=subject,
+            status=status, flow_run_id=flow_run_id, recipient=recipient, role=role,
+            reason=reason, due_at=due_at, payload=payload or {}))
+        session.commit()
+        return row, created
 
 
 def update_action(factory: sessionmaker[Session], key: str, status: str,
@@ -61,11 +69,7 @@ def update_action(factory: sessionmaker[Session], key: str, status: str,
     with factory() as session:
         row = session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
         if row is not None:
-            row.status = status
-            row.reason = reason
-            row.due_at = due_at
-            if payload is not None:
-                row.payload = {**row.payload, **payload}
+            _move(row, status, reason, due_at, payload)
             session.commit()
 
 
@@ -73,14 +77,13 @@ def upsert_action(factory: sessionmaker[Session], *, key: str, status: str,
                   reason: str | None = None, due_at: datetime | None = None,
                   payload: dict[str, Any] | None = None, **fields: Any) -> ActionRow:
     """Record the action under `key`, or move the existing one to `status`."""
-    row, created = record_action(factory, key=key, status=status, reason=reason,
-                                 due_at=due_at, payload=payload, **fields)
-    if not created:
-        update_action(factory, key, status, reason, due_at, payload)
-        found = find_action(factory, key)
-        assert found is not None
-        return found
-    return row
+    with factory() as session:
+        row, created = _record(session, key, dict(status=status, reason=reason, due_at=due_at,
+                                                  payload=payload or {}, **fields))
+        if not created:
+            _move(row, status, reason, due_at, payload)
+        session.commit()
+        return row
 
 
 def sent_to(factory: sessionmaker[Session], recipient: str, limit: int = 200

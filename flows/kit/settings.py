@@ -1,15 +1,15 @@
-"""Playbook settings from the environment (`LAER_PLAYBOOK_` prefix)."""
+"""The flows' settings from the environment: the database, SMTP and webhook secret (`LAER_`),
+the playbooks' timing and gate (`LAER_PLAYBOOK_`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-if TYPE_CHECKING:  # `laer` reads these settings at every start; the gate loads when used
-    from laer_domain.outreach import OutreachPolicy
+from laer_domain.outreach import OutreachPolicy
+from persistence.database_url import DatabaseUrl
 
 
 class SmtpSettings(BaseModel):
@@ -20,6 +20,18 @@ class SmtpSettings(BaseModel):
     sender: str = "success@laer.local"
     username: str | None = None
     password: SecretStr | None = None
+
+
+class FlowSettings(BaseSettings):
+    """What a flow run connects to, from the variables `laer` itself reads (`LAER_DATABASE_URL`,
+    `LAER_SMTP__HOST`, `LAER_WEBHOOK_SECRET`, ...), so a worker needs no settings of its own."""
+
+    model_config = SettingsConfigDict(env_prefix="LAER_", env_nested_delimiter="__",
+                                      extra="ignore")
+
+    database_url: DatabaseUrl = "sqlite:///.laer/laer.db"
+    smtp: SmtpSettings = SmtpSettings()
+    webhook_secret: SecretStr = SecretStr("change-me")
 
 
 class PlaybookSettings(BaseSettings):
@@ -51,8 +63,6 @@ class PlaybookSettings(BaseSettings):
 
     def outreach_policy(self) -> OutreachPolicy:
         """The outreach gate policy these settings describe."""
-        from laer_domain.outreach import OutreachPolicy
-
         channels = {"email", "webhook"} if self.webhook_url else {"email"}
         return OutreachPolicy(quiet_start=self.quiet_start, quiet_end=self.quiet_end,
                               frequency_cap=self.frequency_cap,

@@ -30,8 +30,8 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.flow_engine import run_flow
 from sqlalchemy import select, update
 
-from flows.kit.registry import Discovered, discover
-from laer.bootstrap import reset_container
+from flows.kit.registry import DEPLOYMENT_NAME, Discovered, discover
+from flows.kit.runtime import reset_runtime
 from laer_domain.events import parse_event
 from laer_domain.policy import Policy
 from laer_domain.service import LifecycleService
@@ -48,10 +48,6 @@ class RunReport:
     runs: list[tuple[str, str]] = field(default_factory=list)
     actions: list[ActionRow] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)  # scheduled beyond the horizon
-
-    def by_status(self, status: str) -> list[ActionRow]:
-        """Actions with `status` (sent, suppressed, deferred, failed, open)."""
-        return [a for a in self.actions if a.status == status]
 
 
 class PlaybookHarness:
@@ -74,7 +70,7 @@ class PlaybookHarness:
             if key not in self._saved:
                 self._saved[key] = os.environ.get(key)
             os.environ[key] = value
-        reset_container()  # flows build their container from this environment
+        reset_runtime()  # flows build their runtime from this environment
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -85,7 +81,7 @@ class PlaybookHarness:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
-        reset_container()
+        reset_runtime()
         self.engine.dispose()
 
     # --- the domain side -----------------------------------------------------------------
@@ -120,7 +116,7 @@ class PlaybookHarness:
     def deploy(self, found: Discovered) -> None:
         """Register the playbook's deployment (`name/laer`), as `laer serve` does."""
         if found.playbook.name not in self.deployed:
-            found.flow.to_deployment(name="laer").apply()
+            found.flow.to_deployment(name=DEPLOYMENT_NAME).apply()
             self.deployed.add(found.playbook.name)
 
     def dispatch(self, name: str) -> int:

@@ -23,7 +23,7 @@ def dlq_list(reason: Annotated[str | None, typer.Option(help="Only this reason c
     """Show dead letters; --json prints one object per line (fix, then `laer dlq replay`)."""
     from consumers.dlq_tools import list_dead_letters
 
-    rows = list_dead_letters(container().settings, reason=reason, limit=limit)
+    rows = list_dead_letters(container().settings.kafka, reason=reason, limit=limit)
     if as_json:
         for r in rows:
             sys.stdout.write(json.dumps(r) + "\n")
@@ -61,14 +61,15 @@ def dlq_replay(
             replays = dlq_tools.replays_from_file(file)
         elif select or reason:
             chosen = dlq_tools.parse_selection(select) if select else None
-            replays = dlq_tools.replays_from_dlq(settings, chosen, reason)
+            replays = dlq_tools.replays_from_dlq(settings.kafka, chosen, reason)
         else:
             err().print("[red]give --file, --select or --reason[/red]")
             raise typer.Exit(2)
     except ValueError as exc:
         err().print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    report = dlq_tools.replay(settings, replays, force=force, dry_run=dry_run)
+    report = dlq_tools.replay(settings.kafka, settings.consumer, replays, force=force,
+                              dry_run=dry_run)
     for origin, problem in report.refused:
         err().print(f"[yellow]refused {origin}: {problem}[/yellow]")
     console().print(f"{'would send' if dry_run else 'sent'} {len(report.sent)}, "

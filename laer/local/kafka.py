@@ -10,14 +10,15 @@ import base64
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+
+from laer.local.ports import free_port, port_open
 
 KAFKA_VERSION = "4.3.1"
 DEFAULT_PORT = 19092
@@ -59,16 +60,31 @@ def ensure_jars(echo: bool = False) -> Path:
     return libs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def cluster_id(random_uuid: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+    """A cluster id as Kafka's `Uuid.randomUuid()` makes one: URL-safe base64 of a random
+    UUID, drawn again while it starts with '-' (the storage tool would read it as an option).
+    """
+    while True:
+        encoded = base64.urlsafe_b64encode(random_uuid().bytes).decode().rstrip("=")
+        if not encoded.startswith("-"):
+            return encoded
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+def create_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
+    """Create the topics that do not exist yet; return once the broker's metadata shows each
+    with a leader for every partition (a consumer assigned at once then sees them all)."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            admin.create_topics(
+                {t: {"num_partitions": partitions, "replication_factor": 1} for t in missing},
+                wait_for_metadata=True)
+    finally:
+        admin.close()
 
 
 _LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
@@ -154,20 +170,19 @@ class LocalKafka:
         """Format storage on first use, start the broker, wait until ready, create topics."""
         self.home.mkdir(parents=True, exist_ok=True)
         if self.running_pid() is None:
-            if _port_open(self.port):
+            if port_open(self.port):
                 raise LocalServiceError(f"Kafka: port {self.port} is taken by another process")
             libs = ensure_jars(echo=echo)
             state = self.home / "controller.port"
             if state.exists():
                 controller_port = int(state.read_text())
             else:
-                controller_port = _free_port()
+                controller_port = free_port()
                 state.write_text(str(controller_port))
             config = self._write_config(controller_port)
             if not (self.home / "data" / "meta.properties").exists():
-                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
                 fmt = subprocess.run(
-                    self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                    self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id(),
                                "-c", str(config)),
                     capture_output=True, text=True, check=False,
                 )
@@ -195,7 +210,7 @@ class LocalKafka:
             if self.running_pid() is None:
                 raise LocalServiceError(
                     f"Kafka: broker exited during start-up; see {self.log_file}")
-            if _port_open(self.port):
+            if port_open(self.port):
                 try:
                     admin = KafkaAdminClient(bootstrap_servers=self.bootstrap,
                                              request_timeout_ms=5000)
@@ -211,21 +226,8 @@ class LocalKafka:
             f"Kafka: not ready after {timeout:.0f}s ({last}); see {self.log_file}")
 
     def create_topics(self, topics: Iterable[str], partitions: int) -> None:
-        """Create the topics that do not exist yet."""
-        from kafka import KafkaAdminClient
-        from kafka.admin import NewTopic
-
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=15000)
-        try:
-            existing = set(admin.list_topics())
-            missing = [t for t in topics if t not in existing]
-            if missing:
-                admin.create_topics(
-                    [NewTopic(name=t, num_partitions=partitions, replication_factor=1)
-                     for t in missing]
-                )
-        finally:
-            admin.close()
+        """Create the topics that do not exist yet on this broker."""
+        create_topics(self.bootstrap, topics, partitions)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after `timeout`)."""

@@ -115,7 +115,7 @@ def test_bad_records_go_to_the_dlq_with_reasons_good_ones_apply(
     h.wait_consumed(timeout=120)
 
     letters = {(e.source_topic, e.source_partition, e.source_offset): e
-               for e in dlq_tools.read_dead_letters(h.settings())}
+               for e in dlq_tools.read_dead_letters(h.settings().kafka)}
     missing = [bad[k][0] for k in bad if k not in letters]
     assert not missing, f"not in the DLQ: {missing}"
     assert set(letters) == set(bad), "the DLQ holds records that were good"
@@ -131,12 +131,13 @@ def test_bad_records_go_to_the_dlq_with_reasons_good_ones_apply(
     assert {e["id"] for e in good} <= applied
 
     # list --json, fix one record (the negative count), replay it: it is applied
-    listed = dlq_tools.list_dead_letters(h.settings(), reason="schema_violation")
+    listed = dlq_tools.list_dead_letters(h.settings().kafka, reason="schema_violation")
     negative = next(d for d in listed if '"count": -1' in (d.get("value") or ""))
     fixed = dict(negative, value=negative["value"].replace('"count": -1', '"count": 1'))
     path = tmp_path / "fixed.jsonl"
     path.write_text(json.dumps(fixed) + "\n" + json.dumps(listed[0]) + "\n")
-    report = dlq_tools.replay(h.settings(), dlq_tools.replays_from_file(path))
+    report = dlq_tools.replay(h.settings().kafka, h.settings().consumer,
+                              dlq_tools.replays_from_file(path))
     assert len(report.sent) == 1 and len(report.refused) == 1, report  # the unfixed one stays
     h.produced += 1
     h.wait_consumed(timeout=60)

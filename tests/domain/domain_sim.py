@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -96,6 +96,16 @@ class Sim:
             account=account,
         )
 
+    def cancel(self, at: datetime, effective_at: datetime, reason: str) -> HandleResult:
+        """Cancel the subscription as of `effective_at`."""
+        data = {"effective_at": effective_at.isoformat(), "reason": reason}
+        return self.send("billing.subscription_canceled", at, data)
+
+    def renew(self, at: datetime, start: datetime, end: datetime, **terms: Any) -> HandleResult:
+        """Renew for a term from `start` to `end`; `terms` are plan, seats, mrr, goals."""
+        data = {"term_start": start.isoformat(), "term_end": end.isoformat(), **terms}
+        return self.send("billing.subscription_renewed", at, data)
+
     def sweep(self, at: datetime) -> None:
         """Run the daily sweep at `at`."""
         self.service.sweep(at)
@@ -144,3 +154,8 @@ def _invoice(n: int = 1) -> dict[str, Any]:
 def invoice(n: int = 1) -> dict[str, Any]:
     """Return invoice data."""
     return _invoice(n)
+
+
+def core(signals: Iterable[Signal]) -> list[SignalKind]:
+    """Return signal kinds without FeatureUnderused (key features go unused in most tests)."""
+    return [s.kind for s in signals if s.kind is not SignalKind.FeatureUnderused]

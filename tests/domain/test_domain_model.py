@@ -1,4 +1,4 @@
-"""Stage owners and the account aggregate's JSON round trip."""
+"""Stage owners, the account aggregate's JSON round trip and its copies."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from domain_sim import Sim, day
+from pydantic import BaseModel
 
 from laer_domain import Account, Role, Stage, owner_for, roles_for
 from laer_domain.model import ALLOWED_TRANSITIONS
@@ -28,7 +29,7 @@ def test_transition_table() -> None:
     assert all((s, Stage.CHURNED) in ALLOWED_TRANSITIONS for s in Stage if s is not Stage.CHURNED)
 
 
-def test_busy_account_round_trips_through_json(sim: Sim) -> None:
+def _busy(sim: Sim) -> Account:
     sim.start(
         goals=[{"key": "tickets_closed", "target": "99.5"}],
         contacts=[
@@ -59,19 +60,30 @@ def test_busy_account_round_trips_through_json(sim: Sim) -> None:
             "attempt": 1,
         },
     )
-    sim.send(
-        "billing.subscription_canceled",
-        day(7),
-        {
-            "effective_at": day(300).isoformat(),
-            "reason": "budget",
-        },
-    )
-    account = sim.account()
+    sim.cancel(day(7), day(300), "budget")
+    return sim.account()
+
+
+def test_busy_account_round_trips_through_json(sim: Sim) -> None:
+    account = _busy(sim)
     dumped = account.model_dump(mode="json")
     assert Account.model_validate(dumped) == account
     assert Account.model_validate_json(account.model_dump_json()) == account
     assert account.contacts[0].opted_out is True
+
+
+def test_clone_shares_nothing_mutable(sim: Sim) -> None:
+    account = _busy(sim)
+    copy = account.clone()
+    assert copy == account and copy is not account
+    for name in Account.model_fields:
+        value, copied = getattr(account, name), getattr(copy, name)
+        if isinstance(value, list | dict):
+            assert copied is not value, f"Account.clone shares {name}"
+        items = value.values() if isinstance(value, dict) else value
+        for item in items if isinstance(value, list | dict) else [value]:
+            if isinstance(item, BaseModel):  # shared by copies: must be frozen
+                assert item.model_config.get("frozen"), f"{type(item).__name__} in {name}"
 
 
 def test_domain_imports_no_infrastructure() -> None:

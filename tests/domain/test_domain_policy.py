@@ -1,13 +1,13 @@
-"""Policy defaults, environment overrides and policy files."""
+"""Policy defaults, environment overrides and validation."""
 
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from laer.settings import load_policy
 from laer_domain import Policy
 
 
@@ -37,44 +37,22 @@ def test_policy_is_frozen() -> None:
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAER_POLICY_GRACE_DAYS", "3")
     monkeypatch.setenv("LAER_POLICY_KEY_FEATURES", '["sso"]')
-    p = Policy()
+    p = load_policy()
     assert p.grace_days == 3 and p.key_features == ["sso"]
-
-
-def test_from_toml_file_with_env_winning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "policy.toml"
-    path.write_text("renewal_window_days = 60\ngrace_days = 7\nactivation_share = 0.5\n")
-    p = Policy.from_file(path)
-    assert (p.renewal_window_days, p.grace_days, p.activation_share) == (60, 7, Decimal("0.5"))
-    monkeypatch.setenv("LAER_POLICY_GRACE_DAYS", "21")
-    p = Policy.from_file(path)
-    assert (p.renewal_window_days, p.grace_days) == (60, 21)
-
-
-def test_from_json_file_and_policy_table(tmp_path: Path) -> None:
-    json_path = tmp_path / "policy.json"
-    json_path.write_text('{"adoption_stall_days": 45, "key_features": ["api"]}')
-    p = Policy.from_file(json_path)
-    assert p.adoption_stall_days == 45 and p.key_features == ["api"]
-    toml_path = tmp_path / "laer.toml"
-    toml_path.write_text("[policy]\nescalations_for_risk = 3\n")
-    assert Policy.from_file(toml_path).escalations_for_risk == 3
 
 
 @pytest.mark.parametrize(
     ("content", "field"),
     [
-        ("grace_days = -1", "grace_days"),
-        ('renewal_window_days = "soon"', "renewal_window_days"),
-        ("activation_share = 1.5", "activation_share"),
-        ("no_such_threshold = 1", "no_such_threshold"),
+        ({"grace_days": -1}, "grace_days"),
+        ({"renewal_window_days": "soon"}, "renewal_window_days"),
+        ({"activation_share": 1.5}, "activation_share"),
+        ({"no_such_threshold": 1}, "no_such_threshold"),
     ],
 )
-def test_validation_errors_name_the_field(tmp_path: Path, content: str, field: str) -> None:
-    path = tmp_path / "policy.toml"
-    path.write_text(content + "\n")
+def test_validation_errors_name_the_field(content: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationError) as err:
-        Policy.from_file(path)
+        Policy(**content)
     assert field in str(err.value)
 
 

@@ -167,14 +167,7 @@ def test_band_thresholds() -> None:
 def test_churned_account_has_no_open_risk() -> None:
     sim = adopted()
     sim.send("billing.payment_failed", day(3), failed(1))
-    sim.send(
-        "billing.subscription_canceled",
-        day(4),
-        {
-            "effective_at": day(4).isoformat(),
-            "reason": "x",
-        },
-    )
+    sim.cancel(day(4), day(4), "x")
     assert sim.stage() is Stage.CHURNED and sim.account().churn_risk is None
 
 

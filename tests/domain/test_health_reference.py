@@ -1,5 +1,8 @@
 """compute_health against the implementation it replaced (date parsing per key, dicts).
 
+Longer than 300 lines on purpose: a verbatim oracle of the former code, its account
+strategies and the properties that compare against it, which nothing else uses.
+
 `_ref_*` below is a verbatim copy of laer_domain/health.py as of commit 1ae8b3f (only the
 function names are prefixed); the property tests require the new code to return the very same
 (score, band, components), or to raise the same exception, for generated accounts and policies.

@@ -18,17 +18,17 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 import laer_domain.model as model_module
-from consumers.batch_store import BatchRepository, ConcurrentUpdate
 from consumers.ingest import Ingestor
 from consumers.records import RawRecord
+from consumers.settings import ConsumerSettings
 from laer.publish import encode
-from laer.settings import ConsumerSettings
 from laer_domain.events import CloudEvent, EventType, event_family, make_event, parse_event
 from laer_domain.handlers import HANDLERS
 from laer_domain.lifecycle import Ctx
 from laer_domain.model import Account
 from laer_domain.policy import Policy
 from laer_domain.service import LifecycleService
+from persistence.batch_repository import BatchRepository, ConcurrentUpdate
 from persistence.db import make_engine, upgrade
 from persistence.tables import AccountRow
 from persistence.uow import UnitOfWork, session_factory

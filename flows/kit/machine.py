@@ -1,0 +1,110 @@
+"""The step machine every playbook runs on.
+
+A playbook is a list of `Step`s. One flow run executes one step: it re-reads the signal and
+the account, stops if the playbook's exit condition holds, performs the step's actions
+(every message through the outreach gate) and schedules the next step as a future flow run
+of the same deployment. Nothing sleeps: the wait lives in Prefect's scheduler. The effects
+live elsewhere (delivery, scheduling, report); this module only decides what happens next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+
+from flows.kit.context import ExitCheck, SignalInfo, Step, StepContext
+from flows.kit.records import load_account, load_signal, mark_run
+from flows.kit.registry import Playbook
+from flows.kit.report import StepResult, publish_report, report_markdown
+from flows.kit.scheduling import run_name_for, schedule_step, tag_current_run
+from flows.kit.settings import playbook_settings
+from laer_domain.model import Account
+
+
+@task(retries=3, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def fetch_signal(signal_id: str) -> SignalInfo | None:
+    """Read the signal that started this playbook."""
+    return load_signal(signal_id)
+
+
+@task(retries=3, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def fetch_account(account_id: str) -> Account | None:
+    """Re-read the account as it is now."""
+    return load_account(account_id)
+
+
+def run_namer(playbook: str, first_step: str) -> Callable[[], str]:
+    """A flow_run_name callable giving `playbook/ACCOUNT/step`."""
+
+    def name() -> str:
+        params = flow_run.parameters
+        step = str(params.get("step", "start"))
+        return run_name_for(playbook, str(params.get("account_id", "?")),
+                            first_step if step == "start" else step)
+
+    return name
+
+
+def _delay_s(account: Account, signal: SignalInfo, current: Step, nxt: Step) -> float:
+    settings = playbook_settings()
+    if nxt.due is not None:  # an event-time instant: wait what is left of it
+        days = (nxt.due(account, signal) - account.clock) / timedelta(days=1)
+    else:
+        days = nxt.day - current.day
+    return max(0.0, days) * settings.day_seconds
+
+
+def run_playbook(playbook: Playbook, steps: Sequence[Step], should_stop: ExitCheck,
+                 account_id: str, signal_id: str, step: str = "start") -> str:
+    """Run one step of `playbook` for an account (call this from the playbook's flow)."""
+    names = [s.name for s in steps]
+    name = names[0] if step == "start" else step
+    if name not in names:
+        raise ValueError(f"{playbook.name} has no step {step!r}; steps: {', '.join(names)}")
+    index = names.index(name)
+    current = steps[index]
+    logger = get_run_logger()
+    mark_run("Running")
+    result = StepResult(step=name)
+    signal = fetch_signal(signal_id)
+    account = fetch_account(account_id)
+    ctx: StepContext | None = None
+    if signal is None:
+        result.stopped = f"signal {signal_id} not found"
+    elif account is None:
+        result.stopped = f"account {account_id} not found"
+    else:
+        result.stopped = should_stop(account, signal, current)
+    if result.stopped is None and account is not None and signal is not None:
+        ctx = StepContext(playbook, account, signal, name)
+        current.run(ctx)
+        settings = playbook_settings()
+        base = f"{playbook.deployment}:{signal_id}"
+        tags = [f"playbook:{playbook.name}", f"account:{account_id}",
+                f"stage:{account.stage.value}", f"signal:{signal.kind}"]
+        tag_current_run([*tags, f"step:{name}"])
+        if ctx.retry_at is not None:  # quiet hours: ask the gate again when they end
+            wait = (ctx.retry_at - settings.now()).total_seconds() * settings.day_seconds / 86400
+            at = ctx.retry_at.strftime("%Y%m%dT%H%M")
+            result.scheduled.append(schedule_step(
+                playbook.name, account_id, signal_id, name, wait, f"{base}:{name}@{at}",
+                [*tags, f"step:{name}"]))
+        if index + 1 < len(steps):
+            nxt = steps[index + 1]
+            result.scheduled.append(schedule_step(
+                playbook.name, account_id, signal_id, nxt.name,
+                _delay_s(account, signal, current, nxt), f"{base}:{nxt.name}",
+                [*tags, f"step:{nxt.name}"]))
+    if result.stopped:
+        logger.info("stopped: %s", result.stopped)
+    publish_report(playbook.name, report_markdown(playbook, account_id, name, signal, account,
+                                                  ctx, result))
+    mark_run("Completed")
+    done = [f"{d.kind}:{d.status}" for d in (ctx.deliveries if ctx else [])]
+    return f"{name}: " + (f"stopped ({result.stopped})" if result.stopped
+                          else ", ".join(done) or "nothing to do")

@@ -1,0 +1,78 @@
+"""The markdown artifact of a run: why it started and what it sent, suppressed or scheduled."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.kit.context import SignalInfo, StepContext
+from flows.kit.registry import Playbook
+from laer_domain.model import Account
+
+
+@dataclass
+class StepResult:
+    """The outcome of one run, for the report and the return value."""
+
+    step: str
+    stopped: str | None = None
+    scheduled: list[str] = field(default_factory=list)
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return (text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
+            .replace(">", "&gt;").replace("\n", " "))
+
+
+def report_markdown(playbook: Playbook, account_id: str, step: str,
+                    signal: SignalInfo | None, account: Account | None,
+                    ctx: StepContext | None, result: StepResult) -> str:
+    """The run's artifact: why it started and what it did or suppressed."""
+    lines = [f"# {playbook.name} · {_cell(account_id)} · {step}", ""]
+    if signal is None:
+        lines.append("Started by an unknown signal.")
+    else:
+        events = ", ".join(f"`{e}`" for e in signal.evidence.get("event_ids") or []) or "none"
+        lines += [
+            f"**Why:** signal `{signal.id}` **{signal.kind}** at {signal.at.isoformat()} "
+            f"(stage {signal.stage}), rule `{_cell(signal.evidence.get('rule'))}`; "
+            f"events {events}.",
+            "",
+            "```json",
+            json.dumps(signal.details, indent=2, sort_keys=True, default=str)
+            .replace("```", "'''"),
+            "```",
+        ]
+    if account is not None:
+        health = f"{account.health.score} {account.health.band}" if account.health else "n/a"
+        risk = ", ".join(account.churn_risk.rules) if account.churn_risk else "none"
+        lines += ["", f"**Account now:** stage {account.stage.value}, health {health}, "
+                      f"churn risk {_cell(risk)}."]
+    lines.append("")
+    if result.stopped:
+        lines.append(f"**Stopped:** {_cell(result.stopped)}")
+    if ctx is not None and ctx.deliveries:
+        lines += ["| action | to | subject | status | reason |", "|---|---|---|---|---|"]
+        for d in ctx.deliveries:
+            reason = d.reason or ""
+            if d.status == "deferred" and d.due_at:
+                reason = f"{reason} (until {d.due_at.isoformat()})"
+            lines.append(f"| {d.kind} | {_cell(d.recipient)} | {_cell(d.subject)} | "
+                         f"{d.status} | {_cell(reason)} |")
+    if ctx is not None:
+        lines += [f"- {_cell(n)}" for n in ctx.notes]
+    lines += [f"- next: {_cell(s)}" for s in result.scheduled]
+    return "\n".join(lines) + "\n"
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def publish_report(playbook: str, markdown: str) -> None:
+    """Attach the run's markdown report (why it started, what it did) to the flow run."""
+    create_markdown_artifact(key=f"{playbook.replace('_', '-')}-report", markdown=markdown,
+                             description="Why this run started and what it did")
