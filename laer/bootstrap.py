@@ -33,6 +33,13 @@ class Container:
     settings: Settings
     policy: Policy  # read with the settings: a bad LAER_POLICY_* stops every command at start
 
+    @property
+    def safe_database_url(self) -> str:
+        """The database URL with its password masked, for anything printed or logged."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.settings.database_url).render_as_string(hide_password=True)
+
     @cached_property
     def engine(self) -> Engine:
         from persistence.db import make_engine

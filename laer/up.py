@@ -76,7 +76,7 @@ class Up:
             self._wait_until_settled()
             self.console.print(self.summary())
             self.console.print(f"\nPrefect UI: [bold]{self.prefect.ui_url}[/bold]   "
-                               f"logs: {self.log_dir}   database: {self.c.settings.database_url}")
+                               f"logs: {self.log_dir}   database: {self.c.safe_database_url}")
             if self.o.keep_running and not self._stop:
                 self.console.print("Serving until Ctrl-C ...")
                 while not self._stop:

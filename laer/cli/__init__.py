@@ -6,7 +6,9 @@ import typer
 
 from laer.cli import dlq, read, run, services
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+# no locals in tracebacks: they can hold database URLs and other secrets
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_show_locals=False)
 app.add_typer(services.kafka_app, name="kafka")
 app.add_typer(services.db_app, name="db")
 # The order of `laer --help`.

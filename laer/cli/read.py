@@ -7,13 +7,39 @@ the tables, and rich only for a table a person reads.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from laer.bootstrap import container
 from laer.cli.output import JsonFlag, console, err, print_json
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+
+@contextmanager
+def read_session() -> Iterator[Session]:
+    """A session on the configured database; one without the schema yet is a clear error."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    c = container()
+    try:
+        with c.sessions() as session:
+            yield session
+    except (OperationalError, ProgrammingError) as exc:
+        if "no such table" in str(exc) or "does not exist" in str(exc):
+            err().print(f"[red]no LAER tables in {c.safe_database_url}[/red]: run "
+                        "`laer db upgrade` (or `laer up`) first")
+        elif isinstance(exc, OperationalError):  # unreachable, refused, bad credentials
+            reason = str(exc.orig).strip().splitlines()[-1] if exc.orig else type(exc).__name__
+            err().print(f"[red]cannot read {c.safe_database_url}[/red]: {reason}")
+        else:
+            raise
+        raise typer.Exit(1) from None
 
 
 def accounts(stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
@@ -21,7 +47,7 @@ def accounts(stage: Annotated[str | None, typer.Option(help="Only this stage.")]
     """List accounts: id, stage, since, health, owner."""
     from persistence.queries import list_accounts
 
-    with container().sessions() as session:
+    with read_session() as session:
         rows = list_accounts(session, stage)
     if as_json:
         print_json(rows)
@@ -40,7 +66,7 @@ def account(account_id: str, as_json: JsonFlag = False) -> None:
     """Show one account: stage history, health, term, goals, signals, runs, actions."""
     from persistence.queries import account_detail
 
-    with container().sessions() as session:
+    with read_session() as session:
         detail = account_detail(session, account_id)
     if detail is None:
         err().print(f"[red]no account {account_id!r}[/red]")
@@ -72,7 +98,7 @@ def tasks(status: Annotated[str | None, typer.Option(help="Only this status (e.g
     """List tasks that playbooks assigned to people (role, account, due date, status)."""
     from persistence.queries import list_tasks
 
-    with container().sessions() as session:
+    with read_session() as session:
         rows = list_tasks(session, status, role)
     if as_json:
         print_json(rows)
