@@ -24,3 +24,13 @@ def test_an_unreachable_database_is_named_without_its_password(tmp_path: Path,
     assert done.returncode == 1
     assert "cannot read" in done.stderr and "***" in done.stderr
     assert secret not in done.stderr + done.stdout
+
+
+def test_a_rejected_setting_never_prints_its_secret(tmp_path: Path) -> None:
+    secret = "hunter2-in-a-url"
+    env = consume_env(tmp_path, LAER_DATABASE_URL=f"mysql://laer:{secret}@db.example/laer",
+                      LAER_SMTP__PORT="0", LAER_SMTP__PASSWORD=secret)
+    done = laer("accounts", "--json", env=env)
+    assert done.returncode != 0
+    assert "LAER_DATABASE_URL" in done.stderr and "LAER_SMTP__PORT" in done.stderr
+    assert secret not in done.stderr + done.stdout
