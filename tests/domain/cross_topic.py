@@ -17,7 +17,14 @@ from typing import Any
 from domain_sim import T0
 from hypothesis import strategies as st
 
-from laer_domain import CloudEvent, InMemoryRepository, LifecycleService, Policy, make_event, parse_event
+from laer_domain import (
+    CloudEvent,
+    InMemoryRepository,
+    LifecycleService,
+    Policy,
+    make_event,
+    parse_event,
+)
 
 POLICY = Policy()
 TOPICS = ("billing", "usage", "support")
