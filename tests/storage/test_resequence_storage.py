@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from consumers import metrics
 from consumers.ingest import Ingestor
 from consumers.records import RawRecord
 from consumers.settings import ConsumerSettings
@@ -132,11 +134,14 @@ def test_batches_in_any_topic_order_store_the_event_time_order_state(
                         ConsumerSettings(), lambda letters: None, lambda: datetime.now(UTC))
     recs = records(events)
     resequenced = 0
+    counted = REGISTRY.get_sample_value("laer_resequenced_events_total") or 0.0
     for i in range(0, len(recs), batch):
         report = ingestor.process(recs[i:i + batch])
         assert not report.dead_letters
+        metrics.observe_batch(report, 0.0)
         resequenced += sum(n for (_, status), n in report.outcomes_by_type.items()
                            if status == "resequenced")
+    assert REGISTRY.get_sample_value("laer_resequenced_events_total") == counted + resequenced
     factory = session_factory(engine)
     problems = differences(live_snapshot(factory), expected(events))
     assert not problems, "\n".join(problems)
