@@ -95,12 +95,15 @@ class BatchRepository:
     _events: list[tuple[CloudEvent, str, int]] = field(default_factory=list)
     _generation: dict[str, int] = field(default_factory=dict)  # rebuilt accounts only
     _timelines: dict[str, list[CloudEvent]] = field(default_factory=dict)  # read or rebuilt
+    _batch_events: dict[str, list[CloudEvent]] = field(default_factory=dict)  # prefetched
 
     # --- reads, once per batch -------------------------------------------------------------
 
     def prefetch(self, events: Iterable[CloudEvent]) -> None:
         """Load what the batch's events will look at (see the module docstring)."""
         events = list(events)
+        for event in events:
+            self._batch_events.setdefault(event.account_id, []).append(event)
         ids = sorted({e.account_id for e in events})
         self._processed.update(batch_reads.processed_keys(self.session, {e.key for e in events}))
         stale: list[str] = []
@@ -203,6 +206,10 @@ class BatchRepository:
                           if owner == account_id and g == generation)]
             self._timelines[account_id] = timeline
         return list(timeline)
+
+    def upcoming(self, account_id: str) -> list[CloudEvent]:
+        """The account's events in this batch (handled ones too: the service skips those)."""
+        return list(self._batch_events.get(account_id, ()))
 
     def replace_history(self, account_id: str, history: History) -> None:
         """Buffer a rebuild's records in place of everything known of the account's."""
