@@ -1,4 +1,8 @@
-"""Application service: dedup, park, apply (in event-time order) and record events."""
+"""Application service: dedup, park, apply (in event-time order) and record events.
+
+Over 300 lines: `EventBatch`'s apply, failure rollback and rebuild paths share its working
+copies and are kept together.
+"""
 
 from __future__ import annotations
 
@@ -152,7 +156,9 @@ class EventBatch:
     timeline and the event, sorted, are replayed by a fresh batch over a scratch repository,
     and the result replaces the account and its history. Only a late event reads the
     timeline. So whatever order an account's events arrive in, its state and records end as
-    those of its events handled in event-time order.
+    those of its events handled in event-time order. A store that knows the run's events
+    (`upcoming`) lets one rebuild take in all of an account's events of the run; the writes
+    then differ from those of one event at a time, the state they leave does not.
 
     An event whose rules raise leaves no half-applied account: its account is rebuilt as it
     was before that event (the batch's earlier events of the account are replayed on a fresh

@@ -1,5 +1,7 @@
 """A batch-scoped lifecycle repository: read once up front, write once at the end.
 
+(Over 300 lines: the buffered reads, the buffered rebuilds and the one write share state.)
+
 `SqlLifecycleRepository` does a few ORM round trips per event (dedup lookup, account load
 and rewrite, signal sequence, flushes), which caps ingestion at a couple of hundred events a
 second. Inside one consumer transaction the same effects can be computed in memory and
