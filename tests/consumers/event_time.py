@@ -37,8 +37,8 @@ def backlog(accounts: int, seed: int) -> dict[str, Round]:
     return by_family
 
 
-def reference(events: list[Event]) -> dict[str, Any]:
-    """The state of handling every valid event in (time, id) order, in the shape of `snapshot`."""
+def in_event_time_order(events: list[Event]) -> InMemoryRepository:
+    """The in-memory service's repository after every valid event, handled in (time, id) order."""
     service = in_memory_service()
     for event in sorted(events, key=lambda e: (e["time"], e["id"])):
         try:
@@ -49,6 +49,12 @@ def reference(events: list[Event]) -> dict[str, Any]:
         service.handle(parsed)
     repo = service.repo
     assert isinstance(repo, InMemoryRepository)
+    return repo
+
+
+def reference(events: list[Event]) -> dict[str, Any]:
+    """The state of handling every valid event in (time, id) order, in the shape of `snapshot`."""
+    repo = in_event_time_order(events)
     stage_changes: dict[str, list[Any]] = defaultdict(list)
     for c in repo.stage_changes:
         stage_changes[c.account_id].append(
@@ -82,7 +88,7 @@ def snapshot(sessions: sessionmaker[Session]) -> dict[str, Any]:
         for c in s.scalars(select(StageChangeRow).order_by(StageChangeRow.id)):
             stage_changes[c.account_id].append((c.from_stage, c.to_stage, c.at.isoformat(),
                                                 c.reason, c.event_id))
-        signals = sorted(s.scalars(select(SignalRow.id).where(*([SignalRow.retracted_at.is_(None)] if hasattr(SignalRow, "retracted_at") else []))))
+        signals = sorted(s.scalars(select(SignalRow.id).where(SignalRow.retracted_at.is_(None))))
         outbox = sorted(s.scalars(select(OutboxRow.signal_id).where(
             OutboxRow.status != "retracted")))
         timelines: dict[str, list[Any]] = defaultdict(list)
