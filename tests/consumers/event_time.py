@@ -18,7 +18,14 @@ from laer.publish import Mode
 from laer.simulate import CohortSpec, cohort
 from laer_domain.events import InvalidEvent, event_family, parse_event
 from laer_domain.service import InMemoryRepository, in_memory_service
-from persistence.tables import AccountRow, AppliedEventRow, OutboxRow, SignalRow, StageChangeRow
+from persistence.tables import (
+    AccountRow,
+    AppliedEventRow,
+    HealthChangeRow,
+    OutboxRow,
+    SignalRow,
+    StageChangeRow,
+)
 
 Event = dict[str, Any]
 Round = list[tuple[Event, Mode]]
@@ -49,6 +56,7 @@ def in_event_time_order(events: list[Event]) -> InMemoryRepository:
         service.handle(parsed)
     repo = service.repo
     assert isinstance(repo, InMemoryRepository)
+    assert not repo.retracted, "event-time order re-sequenced something: not a reference"
     return repo
 
 
@@ -60,6 +68,9 @@ def reference(events: list[Event]) -> dict[str, Any]:
         stage_changes[c.account_id].append(
             (c.from_stage.value if c.from_stage else None, c.to_stage.value, c.at.isoformat(),
              c.reason, c.event_id))
+    health: dict[str, list[Any]] = defaultdict(list)
+    for h in repo.health_changes:
+        health[h.account_id].append((h.at.isoformat(), h.score, h.band, dict(h.components)))
     timelines: dict[str, list[Any]] = defaultdict(list)
     for account_id, e in repo.events:
         timelines[account_id].append((e.time.isoformat(), e.id, e.source, e.type,
@@ -69,6 +80,7 @@ def reference(events: list[Event]) -> dict[str, Any]:
         "accounts": {a.id: (a.stage.value, a.stage_since.isoformat(), a.model_dump(mode="json"))
                      for a in repo.accounts.values()},
         "stage_changes": dict(stage_changes),
+        "health_changes": dict(health),
         "signals": signals,
         "outbox": signals,
         "timelines": {k: sorted(v) for k, v in timelines.items()},
@@ -78,8 +90,9 @@ def reference(events: list[Event]) -> dict[str, Any]:
 def snapshot(sessions: sessionmaker[Session]) -> dict[str, Any]:
     """What the database holds, in the shape of `reference`.
 
-    Signals a rebuild retracted (and their outbox rows) are left out; stage histories are in
-    the order the read side shows them (row order), timelines in event-time order.
+    Signals a rebuild retracted (and their outbox rows) are left out; stage and health
+    histories are in the order the read side shows them (row order), timelines in event-time
+    order.
     """
     with sessions() as s:
         accounts = {r.id: (r.stage, r.stage_since.isoformat(), r.state)
@@ -88,6 +101,9 @@ def snapshot(sessions: sessionmaker[Session]) -> dict[str, Any]:
         for c in s.scalars(select(StageChangeRow).order_by(StageChangeRow.id)):
             stage_changes[c.account_id].append((c.from_stage, c.to_stage, c.at.isoformat(),
                                                 c.reason, c.event_id))
+        health: dict[str, list[Any]] = defaultdict(list)
+        for h in s.scalars(select(HealthChangeRow).order_by(HealthChangeRow.id)):
+            health[h.account_id].append((h.at.isoformat(), h.score, h.band, h.components))
         signals = sorted(s.scalars(select(SignalRow.id).where(SignalRow.retracted_at.is_(None))))
         outbox = sorted(s.scalars(select(OutboxRow.signal_id).where(
             OutboxRow.status != "retracted")))
@@ -95,8 +111,9 @@ def snapshot(sessions: sessionmaker[Session]) -> dict[str, Any]:
         for e in s.scalars(select(AppliedEventRow)):
             timelines[e.account_id].append((e.time.isoformat(), e.event_id, e.source, e.type,
                                             e.data))
-    return {"accounts": accounts, "stage_changes": dict(stage_changes), "signals": signals,
-            "outbox": outbox, "timelines": {k: sorted(v) for k, v in timelines.items()}}
+    return {"accounts": accounts, "stage_changes": dict(stage_changes),
+            "health_changes": dict(health), "signals": signals, "outbox": outbox,
+            "timelines": {k: sorted(v) for k, v in timelines.items()}}
 
 
 def final_stages_differing(actual: dict[str, Any], expected: dict[str, Any]) -> int:
