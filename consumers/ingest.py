@@ -18,6 +18,7 @@ from consumers.records import LazyOrigin, RawRecord, RecordDecoder
 from consumers.settings import ConsumerSettings
 from laer_domain.events import CloudEvent, InvalidEvent
 from laer_domain.policy import Policy
+from laer_domain.resequence import batch_order
 from laer_domain.service import LifecycleService
 from persistence.account_cache import AccountCache
 from persistence.batch_repository import BatchRepository, ConcurrentUpdate
@@ -100,14 +101,15 @@ class Ingestor:
                 # the batch's accounts are its own (parsed or taken from the cache): changed
                 # in place, not copied (see EventBatch)
                 batch = LifecycleService(repo, self._policy).batch(reload=repo.reload)
-                for rec, item in fresh:
+                # in event-time order: the batch commits whole, and fewer events arrive late
+                for rec, item in sorted(fresh, key=lambda pair: batch_order(pair[1])):
                     if isinstance(item, DeadLetter):
                         report.dead_letters.append(item)
                         report.outcomes_by_type[("invalid", item.reason)] += 1
                         continue
                     result = batch.handle(item, origin=LazyOrigin(rec))
                     report.outcomes_by_type[(item.type, result.status)] += 1
-                    if result.status == "applied":
+                    if result.status in ("applied", "resequenced"):
                         report.applied += 1
                     elif result.status == "duplicate":
                         report.duplicates += 1
