@@ -76,6 +76,10 @@ class InMemoryRepository:
         """The account's timeline, in the order it was recorded."""
         return [event for owner, event in self.events if owner == account_id]
 
+    def upcoming(self, account_id: str) -> list[CloudEvent]:
+        """Nothing known ahead: each event comes on its own."""
+        return []
+
     def replace_history(self, account_id: str, history: History) -> None:
         """Replace the account's records by `history`'s; retract the signals it drops."""
         raised = {s.id for s in history.signals}

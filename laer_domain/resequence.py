@@ -17,11 +17,13 @@ playbook stops), one it raises again stays as it is, a new one is stored and que
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from laer_domain.events import CloudEvent
 from laer_domain.model import Account
+from laer_domain.policy import Policy
 from laer_domain.signals import HealthChange, Signal, StageChange
 
 EventKey = tuple[datetime, str, str]
@@ -66,3 +68,32 @@ class History:
     stage_changes: tuple[StageChange, ...]
     health_changes: tuple[HealthChange, ...]
     events: tuple[CloudEvent, ...]
+
+
+def replay(account_id: str, events: Iterable[CloudEvent], policy: Policy,
+           swept: datetime | None = None) -> tuple[Account | None, History]:
+    """The account and its records from handling `events` in event-time order from nothing.
+
+    `swept`: the instant a sweep had taken the account to; it is swept there again, after
+    the events before it and before the others (a rebuild sweeps once, to the latest sweep,
+    so the health records of earlier sweeps between events are not replayed).
+    """
+    # imported here: the service and the in-memory store use this module
+    from laer_domain.memory import InMemoryRepository
+    from laer_domain.service import EventBatch, LifecycleService
+
+    scratch = InMemoryRepository()
+    service = LifecycleService(scratch, policy)
+    batch = EventBatch(service, resequence=False)
+    pending = swept
+    for event in sorted(events, key=event_key):
+        if pending is not None and event.time >= pending:
+            service.sweep(pending)  # the only account in `scratch`
+            pending = None
+        batch.handle(event)
+    if pending is not None:
+        service.sweep(pending)
+    return scratch.get(account_id), History(
+        signals=tuple(scratch.signals), stage_changes=tuple(scratch.stage_changes),
+        health_changes=tuple(scratch.health_changes),
+        events=tuple(event for _, event in scratch.events))

@@ -1,4 +1,8 @@
-"""Application service: dedup, park, apply (in event-time order) and record events."""
+"""Application service: dedup, park, apply (in event-time order) and record events.
+
+Over 300 lines: `EventBatch`'s apply, failure rollback and rebuild paths share its working
+copies and are kept together.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from laer_domain.events import CloudEvent, EventType
 from laer_domain.memory import InMemoryRepository
 from laer_domain.model import Account, Stage, copy_account
 from laer_domain.policy import Policy
-from laer_domain.resequence import History, event_key, is_late, later
+from laer_domain.resequence import History, event_key, is_late, later, replay
 from laer_domain.rules import Outcome, apply_event_in_place, sweep
 from laer_domain.signals import Signal
 
@@ -60,6 +64,15 @@ class LifecycleRepository(Protocol):
 
     def timeline(self, account_id: str) -> list[CloudEvent]:
         """Return every event applied or recorded on the account, as recorded."""
+        ...
+
+    def upcoming(self, account_id: str) -> list[CloudEvent]:
+        """Return the account's events the caller will hand over later in this run, if known.
+
+        The consumer's batch store knows its batch; a rebuild takes these in at once instead
+        of rebuilding once per late event. Events already handled may be among them (they
+        are skipped); [] when the store cannot tell.
+        """
         ...
 
     def replace_history(self, account_id: str, history: History) -> None:
@@ -143,7 +156,9 @@ class EventBatch:
     timeline and the event, sorted, are replayed by a fresh batch over a scratch repository,
     and the result replaces the account and its history. Only a late event reads the
     timeline. So whatever order an account's events arrive in, its state and records end as
-    those of its events handled in event-time order.
+    those of its events handled in event-time order. A store that knows the run's events
+    (`upcoming`) lets one rebuild take in all of an account's events of the run; the writes
+    then differ from those of one event at a time, the state they leave does not.
 
     An event whose rules raise leaves no half-applied account: its account is rebuilt as it
     was before that event (the batch's earlier events of the account are replayed on a fresh
@@ -172,6 +187,8 @@ class EventBatch:
         self._history: dict[str, tuple[Account | None, list[CloudEvent]]] = {}
         # rebuilt in this batch: a failure rolls back to the rebuilt copy, not to `reload`
         self._rebased: set[str] = set()
+        # events a rebuild took in ahead of their turn (key -> whether they were late)
+        self._folded: dict[tuple[str, str], bool] = {}
 
     def handle(self, event: CloudEvent, origin: Mapping[str, Any] | None = None) -> HandleResult:
         """Apply one event: duplicates are skipped, early events parked until landing, late
@@ -179,6 +196,10 @@ class EventBatch:
         if self._repo.is_processed(event.key):
             return HandleResult("duplicate")
         account_id = event.account_id
+        folded = self._folded.pop(event.key, None)
+        if folded is not None:  # an earlier rebuild of this batch applied it already
+            self._repo.mark_processed(event.key, account_id)
+            return HandleResult("resequenced" if folded else "applied")
         account = self._account(account_id)
         if account is not None and self._resequence and is_late(account, event):
             rebuilt = self._resequenced(account_id, [event])
@@ -247,17 +268,32 @@ class EventBatch:
     def _resequenced(self, account_id: str, late: list[CloudEvent]) -> Outcome | None:
         """Rebuild the account with its late events; None if its timeline has no landing.
 
-        The replay runs apart from the repository, so a rule that raises in it leaves the
-        account and the repository as they were.
+        The account's other events still to come in this run, if the repository knows them
+        (`upcoming`), are taken in too, so a batch rebuilds an account once, not once per
+        late event; if that replay fails, it is tried with the late events alone, so only
+        their own failure propagates. The replay runs apart from the repository: a rule that
+        raises in it leaves the account and the repository as they were.
         """
-        clock = self._working[account_id].clock
-        events = {e.key: e for e in self._repo.timeline(account_id)}
-        events.update((e.key, e) for e in late)
-        if not any(e.type == EventType.SUBSCRIPTION_STARTED for e in events.values()):
+        before = self._working[account_id]
+        timeline = self._repo.timeline(account_id)
+        if not any(e.type == EventType.SUBSCRIPTION_STARTED for e in [*timeline, *late]):
             return None  # nothing to rebuild from (a timeline kept from before landings were)
-        account, history = replay(account_id, sorted(events.values(), key=event_key),
-                                  self._policy, clock)
-        assert account is not None  # the timeline holds a landing
+        # a clock past every event on the timeline was moved on by a sweep: replay it too
+        swept = before.clock if not timeline or before.clock > max(
+            e.time for e in timeline) else None
+        known = {e.key for e in timeline} | {e.key for e in late}
+        ahead = list({e.key: e for e in self._repo.upcoming(account_id)
+                      if e.key not in known and not self._repo.is_processed(e.key)}.values())
+        try:
+            account, history = replay(account_id, [*timeline, *late, *ahead], self._policy,
+                                      swept)
+        except Exception:
+            if not ahead:
+                raise
+            ahead = []
+            account, history = replay(account_id, [*timeline, *late], self._policy, swept)
+        assert account is not None  # the events hold a landing
+        self._folded.update((e.key, is_late(before, e)) for e in ahead)
         self._working[account_id] = account
         self._history[account_id] = (copy_account(account), [])
         self._rebased.add(account_id)
@@ -283,25 +319,6 @@ class EventBatch:
         self._working[account_id] = account
         if applied:  # the repository holds the half-applied working copy
             self._repo.add_or_update(account)
-
-
-def replay(account_id: str, events: list[CloudEvent], policy: Policy,
-           clock: datetime) -> tuple[Account | None, History]:
-    """The account and its records from handling `events` (sorted) from nothing, then a
-    sweep to `clock` if a sweep had taken the account past its events."""
-    scratch = InMemoryRepository()
-    service = LifecycleService(scratch, policy)
-    batch = EventBatch(service, resequence=False)
-    for event in events:
-        batch.handle(event)
-    account = scratch.get(account_id)
-    if account is not None and account.clock < clock:
-        service.sweep(clock)
-        account = scratch.get(account_id)
-    return account, History(signals=tuple(scratch.signals),
-                            stage_changes=tuple(scratch.stage_changes),
-                            health_changes=tuple(scratch.health_changes),
-                            events=tuple(event for _, event in scratch.events))
 
 
 def in_memory_service(policy: Policy | None = None) -> LifecycleService:

@@ -1,5 +1,7 @@
 """A batch-scoped lifecycle repository: read once up front, write once at the end.
 
+(Over 300 lines: the buffered reads, the buffered rebuilds and the one write share state.)
+
 `SqlLifecycleRepository` does a few ORM round trips per event (dedup lookup, account load
 and rewrite, signal sequence, flushes), which caps ingestion at a couple of hundred events a
 second. Inside one consumer transaction the same effects can be computed in memory and
@@ -68,14 +70,9 @@ class ConcurrentUpdate(Exception):
     """Another consumer changed the same rows first; the batch is retried from scratch."""
 
 
-@dataclass(frozen=True)
-class _Records:
-    """An outcome's records, without its account (a rebuild's history has none)."""
-
-    account_id: str
-    signals: tuple[Signal, ...]
-    stage_changes: tuple[StageChange, ...]
-    health_changes: tuple[HealthChange, ...]
+# an outcome's records without its account (a rebuild's history has none): account id,
+# signals, stage changes, health changes
+_Records = tuple[str, tuple[Signal, ...], tuple[StageChange, ...], tuple[HealthChange, ...]]
 
 
 @dataclass
@@ -100,12 +97,15 @@ class BatchRepository:
     _events: list[tuple[CloudEvent, str, int]] = field(default_factory=list)
     _generation: dict[str, int] = field(default_factory=dict)  # rebuilt accounts only
     _timelines: dict[str, list[CloudEvent]] = field(default_factory=dict)  # read or rebuilt
+    _batch_events: dict[str, list[CloudEvent]] = field(default_factory=dict)  # prefetched
 
     # --- reads, once per batch -------------------------------------------------------------
 
     def prefetch(self, events: Iterable[CloudEvent]) -> None:
         """Load what the batch's events will look at (see the module docstring)."""
         events = list(events)
+        for event in events:
+            self._batch_events.setdefault(event.account_id, []).append(event)
         ids = sorted({e.account_id for e in events})
         self._processed.update(batch_reads.processed_keys(self.session, {e.key for e in events}))
         stale: list[str] = []
@@ -184,9 +184,8 @@ class BatchRepository:
     def record(self, outcome: Outcome) -> None:
         """Buffer an outcome's signals, stage and health changes."""
         account_id = outcome.account.id
-        self._outcomes.append((_Records(account_id, outcome.signals, outcome.stage_changes,
-                                        outcome.health_changes),
-                               self._generation.get(account_id, 0)))
+        self._outcomes.append(((account_id, outcome.signals, outcome.stage_changes,
+                                outcome.health_changes), self._generation.get(account_id, 0)))
 
     def record_event(self, event: CloudEvent, account_id: str) -> None:
         """Buffer an event for the account's timeline."""
@@ -210,11 +209,15 @@ class BatchRepository:
             self._timelines[account_id] = timeline
         return list(timeline)
 
+    def upcoming(self, account_id: str) -> list[CloudEvent]:
+        """The account's events in this batch (handled ones too: the service skips those)."""
+        return list(self._batch_events.get(account_id, ()))
+
     def replace_history(self, account_id: str, history: History) -> None:
         """Buffer a rebuild's records in place of everything known of the account's."""
         generation = self._generation[account_id] = self._generation.get(account_id, 0) + 1
-        self._outcomes.append((_Records(account_id, history.signals, history.stage_changes,
-                                        history.health_changes), generation))
+        self._outcomes.append(((account_id, history.signals, history.stage_changes,
+                                history.health_changes), generation))
         self._events.extend((event, account_id, generation) for event in history.events)
         self._timelines[account_id] = list(history.events)
 
@@ -226,18 +229,18 @@ class BatchRepository:
         now = self.now
         self._write_accounts()
         current = self._generation
-        outcomes = [r for r, g in self._outcomes if g == current.get(r.account_id, 0)]
-        events = [(e, a) for e, a, g in self._events if g == current.get(a, 0)]
+        outcomes = [r for r, g in self._outcomes if not current or g == current.get(r[0], 0)]
+        events = [(e, a) for e, a, g in self._events if not current or g == current.get(a, 0)]
         # one pass over the outcomes (most have no stage change, many no signal)
         unique: dict[str, Signal] = {}
         stage_changes: list[rows.Row] = []
         health_changes: list[rows.Row] = []
-        for outcome in outcomes:
-            if outcome.stage_changes:
-                stage_changes += map(rows.stage_change_row, outcome.stage_changes)
-            if outcome.health_changes:
-                health_changes += map(rows.health_change_row, outcome.health_changes)
-            for signal in outcome.signals:
+        for _, raised, changes, healths in outcomes:
+            if changes:
+                stage_changes += map(rows.stage_change_row, changes)
+            if healths:
+                health_changes += map(rows.health_change_row, healths)
+            for signal in raised:
                 unique.setdefault(signal.id, signal)  # the first, as the ORM path keeps it
         if current:  # rebuilt accounts: their stored history gives way to the rebuild's
             history_sql.delete_history(s, current)

@@ -132,6 +132,10 @@ class SqlLifecycleRepository:
         """The account's timeline rows as events, in the order they were recorded."""
         return batch_reads.timeline(self.session, account_id)
 
+    def upcoming(self, account_id: str) -> list[CloudEvent]:
+        """Nothing known ahead: this repository sees one event at a time."""
+        return []
+
     def replace_history(self, account_id: str, history: History) -> None:
         """Replace the account's records by a rebuild's (`persistence.history`)."""
         self.session.flush()

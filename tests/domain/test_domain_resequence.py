@@ -41,13 +41,40 @@ def test_any_interleaving_one_at_a_time_equals_event_time_order(data: st.DataObj
     assert view(handled(arrival)) == view(handled(event_time_order(topics)))
 
 
-def in_batches(events: Sequence[CloudEvent], cuts: list[int], owned: bool
+class LookaheadRepository(OwnedRepository):
+    """Knows each batch's events, as the consumer's batch store does (`upcoming`)."""
+
+    batch_events: list[CloudEvent]
+    reads: int = 0
+
+    def upcoming(self, account_id: str) -> list[CloudEvent]:
+        return [e for e in self.batch_events if e.account_id == account_id]
+
+    def timeline(self, account_id: str) -> list[CloudEvent]:
+        self.reads += 1
+        return super().timeline(account_id)
+
+    @classmethod
+    def of(cls, sim: Sim, batch: list[CloudEvent]) -> LookaheadRepository:
+        """The simulator's store, about to handle `batch` in place."""
+        repo = cls(**{name: getattr(sim.repo, name) for name in (
+            "accounts", "processed", "parked", "signals", "stage_changes", "health_changes",
+            "events", "retracted")})
+        repo.batch_events = batch
+        repo.begin()
+        return repo
+
+
+def in_batches(events: Sequence[CloudEvent], cuts: list[int], store: str
                ) -> InMemoryRepository:
     """The events handled by `service.batch()` runs ending at `cuts`."""
-    repo: InMemoryRepository = OwnedRepository() if owned else InMemoryRepository()
+    repo = {"copied": InMemoryRepository, "in-place": OwnedRepository,
+            "lookahead": LookaheadRepository}[store]()
     service = LifecycleService(repo, POLICY)
     bounds = sorted({0, len(events), *(c for c in cuts if 0 < c < len(events))})
     for start, end in zip(bounds, bounds[1:], strict=False):
+        if isinstance(repo, LookaheadRepository):
+            repo.batch_events = list(events[start:end])
         if isinstance(repo, OwnedRepository):
             repo.begin()
             batch = service.batch(reload=repo.reload)
@@ -58,15 +85,60 @@ def in_batches(events: Sequence[CloudEvent], cuts: list[int], owned: bool
     return repo
 
 
-@pytest.mark.parametrize("owned", [False, True], ids=["copied", "in-place"])
+@pytest.mark.parametrize("store", ["copied", "in-place", "lookahead"])
 @SETTINGS
 @given(st.data())
-def test_any_interleaving_in_batches_equals_event_time_order(owned: bool,
+def test_any_interleaving_in_batches_equals_event_time_order(store: str,
                                                              data: st.DataObject) -> None:
     topics = data.draw(cohorts())
     arrival = data.draw(interleavings(topics))
     cuts = data.draw(st.lists(st.integers(0, len(arrival)), max_size=6))
-    assert view(in_batches(arrival, cuts, owned)) == view(handled(event_time_order(topics)))
+    assert view(in_batches(arrival, cuts, store)) == view(handled(event_time_order(topics)))
+
+
+def test_a_batch_rebuilds_an_account_once_for_all_its_late_events() -> None:
+    sim = _renewal_story()
+    late = [ev for ev in (
+        parse_event(make_event("laer.support.ticket_opened", "acme", day(50),
+                               {"ticket_id": "t1", "priority": "low"})),
+        parse_event(make_event("laer.billing.subscription_renewed", "acme", day(95), {
+            "term_start": day(100).isoformat(), "term_end": day(300).isoformat(),
+            "plan": "pro", "seats": 10, "mrr": 990})),
+        parse_event(make_event("laer.usage.active_users", "acme", day(130),
+                               {"date": day(130).date().isoformat(), "count": 8})))]
+    repo = LookaheadRepository.of(sim, late)
+    batch = LifecycleService(repo, POLICY).batch(reload=repo.reload)
+    assert [batch.handle(e).status for e in late] == ["resequenced", "resequenced", "applied"]
+    assert repo.reads == 1  # one rebuild for the batch
+    assert view(repo) == view(handled(sorted((e for _, e in repo.events),
+                                             key=lambda e: (e.time, e.id))))
+
+
+def test_a_failing_event_taken_in_ahead_fails_on_its_own_turn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim = _renewal_story()
+    original = HANDLERS[EventType.TICKET_OPENED]
+
+    def failing(ctx: Ctx, event: CloudEvent) -> None:
+        original(ctx, event)
+        raise RuntimeError("rule failed")
+
+    monkeypatch.setitem(HANDLERS, EventType.TICKET_OPENED, failing)
+    renewal = parse_event(make_event("laer.billing.subscription_renewed", "acme", day(95), {
+        "term_start": day(100).isoformat(), "term_end": day(300).isoformat(),
+        "plan": "pro", "seats": 10, "mrr": 990}))
+    bad = parse_event(make_event("laer.support.ticket_opened", "acme", day(97),
+                                 {"ticket_id": "t1", "priority": "low"}))
+    repo = LookaheadRepository.of(sim, [renewal, bad])
+    batch = LifecycleService(repo, POLICY).batch(reload=repo.reload)
+    assert batch.handle(renewal).status == "resequenced"
+    with pytest.raises(RuntimeError):
+        batch.handle(bad)
+    assert not repo.is_processed(bad.key)
+    monkeypatch.undo()
+    assert view(repo) == view(handled(sorted((e for _, e in repo.events),
+                                             key=lambda e: (e.time, e.id))))
+    assert bad.key not in {e.key for _, e in repo.events}
 
 
 class CountingRepository(InMemoryRepository):
