@@ -100,9 +100,12 @@ def _text(value: bytes, name: str) -> str:
 
 
 def _json(value: bytes, name: str) -> Any:
+    text = _text(value, name)
     try:
-        return json.loads(_text(value, name))
-    except json.JSONDecodeError as exc:
+        return json.loads(text)
+    except RecursionError:  # nesting deeper than the parser's stack, anywhere in the record
+        raise InvalidEvent("invalid_json", f"{name}: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer literal over 4,300 digits
         raise InvalidEvent("invalid_json", f"{name}: {exc}") from None
 
 
