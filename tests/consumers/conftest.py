@@ -52,6 +52,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A migrated database of each kind, for ingestion without a broker (`offline`)."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
 def wait_for_topics(bootstrap: str, topics: list[str], timeout: float = 30) -> None:
     """Until the broker's metadata lists every partition of the new topics."""
     from kafka import KafkaConsumer

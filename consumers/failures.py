@@ -1,0 +1,74 @@
+"""What kind of failure an exception is: a record's own fault, or the infrastructure's.
+
+Infrastructure failures (the database or broker unreachable, a write conflict with another
+consumer) say nothing about the records: the batch is held back and retried until it passes.
+Everything else raised while decoding or applying records is a record failure: the record is
+found, retried a few times on its own and then dead-lettered, so it never stalls its partition.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from kafka.errors import KafkaError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    NotSupportedError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm.exc import StaleDataError
+
+from persistence.batch_repository import ConcurrentUpdate
+
+Kind = Literal["conflict", "database", "broker", "record"]
+
+# SQLSTATE classes a record's values can cause: data exceptions (a string too long, a NUL,
+# an untranslatable character), integrity violations other than a duplicate key, and
+# program limits (a value too large for an index row)
+_RECORD_CLASSES = ("22", "23", "54")
+_CONFLICT_STATES = frozenset({"40001", "40P01", "23505", "55P03"})  # 55P03: lock timeout
+
+
+class DeadLetterUnsent(Exception):
+    """The broker did not take a dead letter: nothing is committed, the batch is retried."""
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    code = getattr(exc.orig, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+def classify(exc: BaseException) -> Kind:
+    """The kind of `exc` (see the module docstring)."""
+    if isinstance(exc, ConcurrentUpdate | StaleDataError):
+        return "conflict"
+    if isinstance(exc, DeadLetterUnsent | KafkaError):
+        return "broker"
+    if isinstance(exc, DBAPIError):
+        state = _sqlstate(exc)
+        if state is not None:
+            if state in _CONFLICT_STATES:
+                return "conflict"
+            return "record" if state.startswith(_RECORD_CLASSES) else "database"
+        if isinstance(exc, IntegrityError):  # SQLite: a concurrent insert of the same key
+            return "conflict" if "UNIQUE" in str(exc.orig) else "record"
+        # SQLite's OperationalError: locked, unreachable or unopenable database
+        return "record" if isinstance(exc, DataError | NotSupportedError) else "database"
+    if isinstance(exc, DisconnectionError | PoolTimeout | ConnectionError):
+        return "database"
+    return "record"  # the rules, a value the driver could not bind, a serialiser, ...
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """Whether `exc` holds the batch back (retried until it passes) rather than a record."""
+    return classify(exc) != "record"
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """(qualified class name, message) of an exception, for dead-letter headers."""
+    cls = type(exc)
+    module = "" if cls.__module__ == "builtins" else cls.__module__ + "."
+    return module + cls.__qualname__, str(exc) or repr(exc)
