@@ -72,3 +72,9 @@ def describe(exc: BaseException) -> tuple[str, str]:
     cls = type(exc)
     module = "" if cls.__module__ == "builtins" else cls.__module__ + "."
     return module + cls.__qualname__, str(exc) or repr(exc)
+
+
+def retry_cause(exc: BaseException, otherwise: str) -> str:
+    """The `cause` label of a failure the consumer loop retries (`otherwise` if unknown)."""
+    kind = classify(exc)
+    return otherwise if kind == "record" else kind

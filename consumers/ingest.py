@@ -140,6 +140,10 @@ class Ingestor:
             parts.extend(reversed([p for p in pieces if p]))
         return report
 
+    def skip(self, record: RawRecord, reason: str, message: str) -> BatchReport:
+        """Dead-letter a record that cannot even be read, and move its offset past it."""
+        return self._committed([(record, DeadLetter(record, reason, message))], set())
+
     def _alone(self, item: Item, cause: BaseException, sent: set[tuple[str, int, int]]
                ) -> BatchReport:
         """Retry one failing record a few times on its own, then dead-letter it."""
