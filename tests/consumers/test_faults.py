@@ -99,7 +99,7 @@ def test_broker_restart_and_database_outage_lose_and_double_nothing(
                 producer.start()
                 # the outage is over once the consumer has met it (its batches, offset reads
                 # and parked-event sweeps count failed attempts), however slow the machine
-                h.wait_for(lambda: database_retries(port) > before, 180,
+                h.wait_for(lambda before=before: database_retries(port) > before, 180,
                            "the consumer to count a failed attempt on the database")
                 assert proc.alive(), proc.tail()
             h.engine.dispose()
