@@ -11,7 +11,7 @@ import pytest
 from consumers.records import RawRecord, RecordDecoder
 from consumers.settings import ConsumerSettings
 from laer.publish import encode
-from laer_domain.events import InvalidEvent, make_event
+from laer_domain.events import CloudEvent, InvalidEvent, make_event
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
 DECODE = RecordDecoder({"t.usage": "usage"}, ConsumerSettings())
@@ -34,12 +34,23 @@ def structured_with(extra: str) -> bytes:
     return (body[:-1] + f', "extension": {extra}}}').encode()
 
 
-@pytest.mark.parametrize("depth", [1_000, 5_000, 100_000])
+@pytest.mark.parametrize("depth", [64, 1_000, 5_000, 100_000])
 def test_json_nested_deeper_than_the_parser_goes_is_invalid_json(depth: int) -> None:
     deep = "[" * depth + "]" * depth
     assert reason(structured_with(deep), binary=False) == "invalid_json"
     data = json.dumps(EVENT["data"])
     assert reason((data[:-1] + f', "deep": {deep}}}').encode(), binary=True) == "invalid_json"
+
+
+def test_the_nesting_limit_does_not_move_with_the_stack_and_ignores_strings() -> None:
+    """64 levels in all are accepted wherever the parser runs; brackets in strings are text."""
+    def decode(value: bytes) -> CloudEvent:
+        return DECODE(RawRecord("t.usage", 0, 0, b"acme", value, STRUCTURED), NOW)
+
+    assert decode(structured_with("[" * 63 + "]" * 63)).id == EVENT["id"]
+    assert decode(structured_with(json.dumps("[" * 5000))).id == EVENT["id"]
+    with pytest.raises(InvalidEvent):
+        decode(structured_with("[" * 64 + "]" * 64))
 
 
 def test_an_integer_literal_over_4300_digits_is_invalid_json_even_where_it_is_ignored() -> None:
