@@ -59,7 +59,8 @@ class Sample:
         return self.reason is not None
 
 
-def _landing(account: str, at: datetime, **data: Any) -> dict[str, Any]:
+def landing_event(account: str, at: datetime, **data: Any) -> dict[str, Any]:
+    """A subscription_started landing `account` at `at` for a year."""
     return make_event("laer.billing.subscription_started", account, at, {
         "plan": "team", "seats": 10, "mrr": "750.00", "currency": "EUR",
         "term_start": at.date().isoformat(),
@@ -78,8 +79,9 @@ FOLLOW_UPS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def _sample(event: dict[str, Any], mode: Mode, reason: str | None = None,
+def sample_of(event: dict[str, Any], mode: Mode, reason: str | None = None,
             kind: str = "good") -> Sample:
+    """The record of a wire-shaped event (good unless a `reason` is given)."""
     key, value, headers = encode(event, mode)
     return Sample(event_family(event["type"]), key, value, tuple(headers), reason, kind,
                   event["id"] if reason is None else "")
@@ -96,26 +98,26 @@ def good_events(draw: st.DrawFn, prefix: str) -> list[Sample]:
     for n in range(draw(st.integers(1, 3))):
         account = f"{prefix}-{n}"
         at = T0 + timedelta(minutes=draw(st.integers(0, 600)))
-        samples.append(_sample(_landing(account, at), draw(st.sampled_from(["structured",
+        samples.append(sample_of(landing_event(account, at), draw(st.sampled_from(["structured",
                                                                             "binary"]))))
         for i, (kind, data) in enumerate(draw(st.lists(st.sampled_from(FOLLOW_UPS),
                                                         max_size=4, unique_by=lambda f: f[0]))):
             event = make_event(kind, account, at + timedelta(hours=i + 1), data,
                                source={"billing": "billing-system", "usage": "product",
                                        "support": "helpdesk"}[event_family(kind)])
-            samples.append(_sample(event, draw(st.sampled_from(["structured", "binary"]))))
+            samples.append(sample_of(event, draw(st.sampled_from(["structured", "binary"]))))
     return samples
 
 
 def _spoilt(event: dict[str, Any], mode: Mode, kind: str, reason: str, **changes: Any) -> Sample:
-    return _sample({**event, **changes}, mode, reason, kind)
+    return sample_of({**event, **changes}, mode, reason, kind)
 
 
 @st.composite
 def bad_record(draw: st.DrawFn, account: str, broker: bool) -> Sample:
     """One record with one fault, for `account`; `broker`: faults only a broker can carry."""
     at = T0 + timedelta(hours=draw(st.integers(0, 48)))
-    landing = _landing(account, at)
+    landing = landing_event(account, at)
     usage = make_event("laer.usage.active_users", account, at, {"date": "2026-03-02",
                                                                  "count": 3})
     mode: Mode = draw(st.sampled_from(["structured", "binary"]))
@@ -129,13 +131,13 @@ def bad_record(draw: st.DrawFn, account: str, broker: bool) -> Sample:
     kind = draw(st.sampled_from(kinds))
     if kind == "deep":
         depth = draw(st.integers(1_000, 3_000))
-        sample = _sample(base, mode)
+        sample = sample_of(base, mode)
         value = (sample.value or b"{}")[:-1] + (', "x": ' + "[" * depth + "]" * depth
                                                 + "}").encode()
         return _with_value(sample, value, f"deep-{mode}", "invalid_json")
     if kind == "huge_int":
         digits = "7" * draw(st.integers(4_301, 6_000))
-        sample = _sample(base, mode)
+        sample = sample_of(base, mode)
         value = (sample.value or b"{}")[:-1] + (', "x": ' + digits + "}").encode()
         return _with_value(sample, value, f"huge_int-{mode}", "invalid_json")
     if kind == "edge_time":
@@ -167,31 +169,31 @@ def bad_record(draw: st.DrawFn, account: str, broker: bool) -> Sample:
         return _spoilt(base, mode, kind, "oversized", data={
             **base["data"], "padding": "p" * draw(st.integers(262_144, 300_000))})
     if kind == "header_value":
-        sample = _sample(base, mode)
+        sample = sample_of(base, mode)
         name = "ce_time" if mode == "binary" else "content-type"
         headers = tuple((k, b"\xff\xfe" if k == name else v) for k, v in sample.headers)
         return Sample(sample.family, sample.key, sample.value, headers, "invalid_encoding",
                       f"header_value-{mode}")
     if kind == "header_name":
-        sample = _sample(base, mode)
+        sample = sample_of(base, mode)
         headers = (*sample.headers, (RawName(b"x-\xff\xfe"), b"v"))
         return Sample(sample.family, sample.key, sample.value, headers, "corrupt_record", kind)
     if kind == "wrong_topic":
-        sample = _sample(base, mode)
+        sample = sample_of(base, mode)
         other = draw(st.sampled_from([f for f in FAMILIES if f != sample.family]))
         return Sample(other, sample.key, sample.value, sample.headers, "wrong_topic", kind)
     if kind in ("key_mismatch", "no_key"):
-        sample = _sample(base, mode)
+        sample = sample_of(base, mode)
         key = None if kind == "no_key" else b"someone-else"
         return Sample(sample.family, key, sample.value, sample.headers, "key_mismatch", kind)
     if kind == "unknown_type":
         return _spoilt(usage, mode, kind, "unknown_type", type="laer.usage.teleported")
     if kind == "not_object":
-        sample = _sample(usage, "binary")
+        sample = sample_of(usage, "binary")
         return _with_value(sample, draw(st.sampled_from([b"[1, 2]", b"3", b'"x"'])),
                            kind, "schema_violation")
     if kind == "xml":
-        sample = _sample(usage, "binary")
+        sample = sample_of(usage, "binary")
         headers = tuple((k, b"application/xml" if k == "content-type" else v)
                         for k, v in sample.headers)
         return Sample(sample.family, sample.key, b"<count>3</count>", headers,
@@ -199,7 +201,7 @@ def bad_record(draw: st.DrawFn, account: str, broker: bool) -> Sample:
     if kind == "specversion":
         return _spoilt(base, mode, kind, "schema_violation", specversion="0.3")
     if kind == "tombstone":
-        return _with_value(_sample(base, mode), None, f"tombstone-{mode}", "empty_record")
+        return _with_value(sample_of(base, mode), None, f"tombstone-{mode}", "empty_record")
     if kind == "money":
         return _spoilt(landing, mode, kind, "schema_violation", data={
             **landing["data"], "mrr": draw(st.sampled_from(["1e999999", 10**19, "-5"]))})
