@@ -8,15 +8,17 @@ found, retried a few times on its own and then dead-lettered, so it never stalls
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Literal
 
+import psycopg
 from kafka.errors import KafkaError
 from sqlalchemy.exc import (
-    DataError,
     DBAPIError,
     DisconnectionError,
     IntegrityError,
-    NotSupportedError,
+    PendingRollbackError,
+    ResourceClosedError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm.exc import StaleDataError
@@ -36,9 +38,20 @@ class DeadLetterUnsent(Exception):
     """The broker did not take a dead letter: nothing is committed, the batch is retried."""
 
 
-def _sqlstate(exc: DBAPIError) -> str | None:
-    code = getattr(exc.orig, "sqlstate", None)
-    return code if isinstance(code, str) else None
+def _driver_kind(error: BaseException, unique_violation: bool) -> Kind:
+    """The kind of a database driver's error (psycopg, sqlite3), wrapped or raw."""
+    state = getattr(error, "sqlstate", None)
+    if isinstance(state, str):  # PostgreSQL says exactly what went wrong
+        if state in _CONFLICT_STATES:
+            return "conflict"
+        return "record" if state.startswith(_RECORD_CLASSES) else "database"
+    if unique_violation:  # SQLite: a concurrent insert of the same key
+        return "conflict"
+    name = type(error).__name__
+    if name == "IntegrityError":
+        return "record"  # NOT NULL, FOREIGN KEY, CHECK: the values' fault
+    # locked, unreachable or unopenable database; DataError: a value it cannot take
+    return "record" if name in ("DataError", "NotSupportedError") else "database"
 
 
 def classify(exc: BaseException) -> Kind:
@@ -48,16 +61,13 @@ def classify(exc: BaseException) -> Kind:
     if isinstance(exc, DeadLetterUnsent | KafkaError):
         return "broker"
     if isinstance(exc, DBAPIError):
-        state = _sqlstate(exc)
-        if state is not None:
-            if state in _CONFLICT_STATES:
-                return "conflict"
-            return "record" if state.startswith(_RECORD_CLASSES) else "database"
-        if isinstance(exc, IntegrityError):  # SQLite: a concurrent insert of the same key
-            return "conflict" if "UNIQUE" in str(exc.orig) else "record"
-        # SQLite's OperationalError: locked, unreachable or unopenable database
-        return "record" if isinstance(exc, DataError | NotSupportedError) else "database"
-    if isinstance(exc, DisconnectionError | PoolTimeout | ConnectionError):
+        return _driver_kind(exc.orig or exc, isinstance(exc, IntegrityError)
+                            and "UNIQUE" in str(exc.orig))
+    if isinstance(exc, psycopg.Error | sqlite3.Error):  # raised past SQLAlchemy
+        return _driver_kind(exc, isinstance(exc, sqlite3.IntegrityError)
+                            and "UNIQUE" in str(exc))
+    if isinstance(exc, DisconnectionError | PoolTimeout | ResourceClosedError
+                  | PendingRollbackError | ConnectionError):
         return "database"
     return "record"  # the rules, a value the driver could not bind, a serialiser, ...
 

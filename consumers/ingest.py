@@ -101,7 +101,7 @@ class Ingestor:
             return self._decoder(rec, now)
         except InvalidEvent as exc:
             return DeadLetter(rec, exc.reason, exc.message)
-        except Exception as exc:  # noqa: BLE001 - decoding is pure: the same bytes fail again
+        except Exception as exc:  # decoding is pure: the same bytes would fail again
             cls, message = describe(exc)
             return DeadLetter(rec, PROCESSING_ERROR, f"decoding failed: {message}", cls)
 

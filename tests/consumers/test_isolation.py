@@ -4,15 +4,21 @@
 
 from __future__ import annotations
 
+import sqlite3
+
+import psycopg
 import pytest
+from kafka.errors import KafkaTimeoutError
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 
 import laer_domain.events as events_module
 from consumers.dlq import EXCEPTION, REASON, TRUNCATED, DeadLetter, fitted
+from consumers.failures import classify
 from laer_domain.events import CloudEvent, EventType
 from laer_domain.handlers import HANDLERS
 from laer_domain.lifecycle import Ctx
+from persistence.batch_repository import ConcurrentUpdate
 from persistence.tables import ParkedEventRow
 from persistence.uow import UnitOfWork, session_factory
 from tests.consumers.offline import (
@@ -142,3 +148,31 @@ def test_a_copy_that_would_not_fit_is_cut_with_a_header_saying_so() -> None:
     assert dict(headers)[TRUNCATED].startswith(b"value cut from 1048000 to ")
     assert dict(headers)["laer.errors.offset"] == str(big.offset).encode()
     assert dict(headers)["laer.errors.topic"] == b"t.billing"
+
+
+def _wrapped(error: BaseException) -> DBAPIError:
+    return DBAPIError.instance("SELECT 1", None, error, type(error))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("error,kind", [
+    (_wrapped(psycopg.errors.lookup("08006")("connection failure")), "database"),
+    (_wrapped(psycopg.errors.lookup("55000")("not accepting connections")), "database"),
+    (_wrapped(psycopg.errors.lookup("57014")("statement timeout")), "database"),
+    (_wrapped(psycopg.OperationalError("connection refused")), "database"),
+    (_wrapped(sqlite3.OperationalError("unable to open database file")), "database"),
+    (_wrapped(sqlite3.OperationalError("database is locked")), "database"),
+    (_wrapped(psycopg.errors.lookup("40001")("could not serialize")), "conflict"),
+    (_wrapped(psycopg.errors.lookup("23505")("duplicate key")), "conflict"),
+    (_wrapped(sqlite3.IntegrityError("UNIQUE constraint failed: accounts.id")), "conflict"),
+    (_wrapped(psycopg.errors.lookup("22001")("value too long")), "record"),
+    (_wrapped(psycopg.errors.lookup("22P05")("unsupported Unicode escape")), "record"),
+    (_wrapped(sqlite3.IntegrityError("NOT NULL constraint failed: x.y")), "record"),
+    (psycopg.errors.lookup("22021")("invalid byte sequence"), "record"),
+    (psycopg.OperationalError("server closed the connection"), "database"),
+    (PendingRollbackError("rolled back"), "database"), (ConcurrentUpdate("x"), "conflict"),
+    (KafkaTimeoutError("flush"), "broker"), (OverflowError("date"), "record"),
+    (RecursionError(), "record"), (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "x"), "record"),
+    (IsADirectoryError("America"), "record"),
+])
+def test_failures_are_told_apart(error: BaseException, kind: str) -> None:
+    assert classify(error) == kind
