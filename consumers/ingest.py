@@ -24,10 +24,11 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 
 from consumers.dlq import DeadLetter, DeadLetterSink
 from consumers.failures import DeadLetterUnsent, classify, describe, is_infrastructure
+from consumers.parking import drop_unappliable_parked
 from consumers.records import LazyOrigin, RawRecord, RecordDecoder
 from consumers.rehearsal import rehearse_parked
 from consumers.settings import ConsumerSettings
-from laer_domain.events import CloudEvent, InvalidEvent
+from laer_domain.events import CloudEvent, EventType, InvalidEvent
 from laer_domain.policy import Policy
 from laer_domain.service import LifecycleService
 from persistence.account_cache import AccountCache
@@ -147,27 +148,43 @@ class Ingestor:
     def _alone(self, item: Item, cause: BaseException, sent: set[tuple[str, int, int]]
                ) -> BatchReport:
         """Retry one failing record a few times on its own, then dead-letter it."""
-        rec = item[0]
+        rec, event = item
         failures = 0
         for attempt in range(1, self._attempts):
             time.sleep(0.01 * attempt)  # a moment for a passing cause; a poison fails again
-            try:
-                report = self._committed([item], sent)
-                report.record_failures += failures
-                return report
-            except RecordFailed as exc:
-                cause = exc.cause
-            except Exception as exc:
-                if is_infrastructure(exc):
-                    raise
-                cause = exc
-            failures += 1
+            outcome = self._try_alone(item, sent)
+            if isinstance(outcome, BatchReport):
+                outcome.record_failures += failures
+                return outcome
+            cause, failures = outcome, failures + 1
+        if (isinstance(event, CloudEvent) and event.type == EventType.SUBSCRIPTION_STARTED
+                and drop_unappliable_parked(self._factory, self._dead_letters, self._policy,
+                                            event.account_id, landing=event)):
+            # the landing failed on a parked event it applies: that one is a dead letter
+            # now, and the account lands without it
+            outcome = self._try_alone(item, sent)
+            if isinstance(outcome, BatchReport):
+                outcome.record_failures += failures
+                return outcome
+            cause, failures = outcome, failures + 1
         cls, message = describe(cause)
         log.warning("record %s/%d@%d dead-lettered after %d attempts: %s: %s", rec.topic,
                     rec.partition, rec.offset, self._attempts, cls, message)
         report = self._committed([(rec, DeadLetter(rec, PROCESSING_ERROR, message, cls))], sent)
         report.record_failures += failures
         return report
+
+    def _try_alone(self, item: Item, sent: set[tuple[str, int, int]]
+                   ) -> BatchReport | BaseException:
+        """One transaction for one record: its report, or the record failure it met."""
+        try:
+            return self._committed([item], sent)
+        except RecordFailed as exc:
+            return exc.cause
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise
+            return exc
 
     def _committed(self, part: list[Item], sent: set[tuple[str, int, int]]) -> BatchReport:
         """One transaction for `part`, retried in place when another writer got there first."""

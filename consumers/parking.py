@@ -21,8 +21,11 @@ from sqlalchemy.orm.exc import StaleDataError
 from consumers.dlq import DeadLetter, DeadLetterSink
 from consumers.failures import DeadLetterUnsent, describe, is_infrastructure
 from consumers.records import RawRecord
+from consumers.rehearsal import failing_parked
+from laer_domain.events import CloudEvent
 from laer_domain.policy import Policy
 from laer_domain.service import LifecycleService
+from persistence import batch_reads
 from persistence.tables import AccountRow, ParkedEventRow, ProcessedEventRow
 from persistence.uow import UnitOfWork
 
@@ -80,15 +83,22 @@ class ParkedSweeper:
             except Exception as exc:
                 if is_infrastructure(exc):
                     raise
-                # the rules cannot apply them (they were tried on arrival, but the account
-                # differs): dead letters, not a sweep that fails every few seconds for good
-                cls, text = describe(exc)
-                failed += self._dead_letter(
-                    ParkedEventRow.account_id == account_id, "processing_error",
-                    f"applying parked events failed: {text}", cls)
+                # the rules cannot apply some (they were tried on arrival, but the account
+                # differs): those become dead letters, not a sweep failing for good
+                log.warning("parked events of %s not applied: %r", account_id, exc)
+                dropped = drop_unappliable_parked(self._factory, self._dead_letters,
+                                                  self._policy, account_id)
+                if not dropped:  # no single one is to blame: all of them, with the reason
+                    cls, text = describe(exc)
+                    dropped = dead_letter_parked(
+                        self._factory, self._dead_letters,
+                        ParkedEventRow.account_id == account_id, "processing_error",
+                        f"applying parked events failed: {text}", cls)
+                failed += dropped
         expired = failed
         for _ in range(EXPIRY_CHUNKS_PER_RUN):
-            done = self._dead_letter(
+            done = dead_letter_parked(
+                self._factory, self._dead_letters,
                 (ParkedEventRow.parked_at < self._clock() - self._window)
                 # a landed account's events are drained, not expired
                 & ~exists().where(AccountRow.id == ParkedEventRow.account_id),
@@ -101,32 +111,56 @@ class ParkedSweeper:
             log.info("parked events: %d applied late, %d dead-lettered", drained, expired)
         return drained, expired
 
-    def _dead_letter(self, where: ColumnElement[bool], reason: str,
-                     message: str | Callable[[ParkedEventRow], str],
-                     exception: str | None = None
-                     ) -> int:
-        """Dead-letter one chunk of the parked events `where` selects; clear their marks."""
-        with UnitOfWork(self._factory) as uow:
-            session = uow.session
-            query = select(ParkedEventRow).where(where).order_by(ParkedEventRow.id)
-            query = query.limit(EXPIRY_CHUNK)
-            if session.get_bind().dialect.name == "postgresql":
-                query = query.with_for_update(of=ParkedEventRow, skip_locked=True)
-            rows = list(session.scalars(query))
-            if not rows:
-                return 0
-            letters = [DeadLetter(_record_from_origin(row.origin, row.account_id), reason,
-                                  message if isinstance(message, str) else message(row),
-                                  exception) for row in rows]
-            # Acknowledged by the broker before the rows go: a crash repeats, never loses.
-            try:
-                self._dead_letters(letters)
-            except Exception as exc:
-                raise DeadLetterUnsent(f"{len(letters)} dead letters: {exc}") from exc
-            keys = [(str(row.event["source"]), str(row.event["id"])) for row in rows]
-            session.execute(delete(ProcessedEventRow).where(
-                tuple_(ProcessedEventRow.source, ProcessedEventRow.event_id).in_(keys)))
-            session.execute(delete(ParkedEventRow).where(
-                ParkedEventRow.id.in_([row.id for row in rows])))
-            uow.commit()
-            return len(rows)
+
+def dead_letter_parked(factory: sessionmaker[Session], sink: DeadLetterSink,
+                       where: ColumnElement[bool], reason: str,
+                       message: str | Callable[[ParkedEventRow], str],
+                       exception: str | None = None) -> int:
+    """Dead-letter one chunk of the parked events `where` selects; clear their marks.
+
+    Rows another consumer holds are skipped (`SKIP LOCKED` on PostgreSQL). Their processed
+    marks go with them, so a replay or a redelivery applies them.
+    """
+    with UnitOfWork(factory) as uow:
+        session = uow.session
+        query = select(ParkedEventRow).where(where).order_by(ParkedEventRow.id)
+        query = query.limit(EXPIRY_CHUNK)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(of=ParkedEventRow, skip_locked=True)
+        rows = list(session.scalars(query))
+        if not rows:
+            return 0
+        letters = [DeadLetter(_record_from_origin(row.origin, row.account_id), reason,
+                              message if isinstance(message, str) else message(row),
+                              exception) for row in rows]
+        # Acknowledged by the broker before the rows go: a crash repeats, never loses.
+        try:
+            sink(letters)
+        except Exception as exc:
+            raise DeadLetterUnsent(f"{len(letters)} dead letters: {exc}") from exc
+        keys = [(str(row.event["source"]), str(row.event["id"])) for row in rows]
+        session.execute(delete(ProcessedEventRow).where(
+            tuple_(ProcessedEventRow.source, ProcessedEventRow.event_id).in_(keys)))
+        session.execute(delete(ParkedEventRow).where(
+            ParkedEventRow.id.in_([row.id for row in rows])))
+        uow.commit()
+        return len(rows)
+
+
+def drop_unappliable_parked(factory: sessionmaker[Session], sink: DeadLetterSink,
+                            policy: Policy, account_id: str,
+                            landing: CloudEvent | None = None) -> int:
+    """Dead-letter the parked events of an account that the rules cannot apply to it (after
+    `landing`, when it is the landing that failed because of them); returns how many."""
+    with UnitOfWork(factory) as uow:
+        account = uow.accounts.get(account_id)
+        parked = [(row_id, event) for row_id, _, event
+                  in batch_reads.parked_events(uow.session, [account_id])]
+    failed = failing_parked(account, landing, parked, policy)
+    dropped = 0
+    for row_id, exc in failed:
+        cls, text = describe(exc)
+        dropped += dead_letter_parked(
+            factory, sink, ParkedEventRow.id == row_id, "processing_error",
+            f"applying the parked event to its account failed: {text}", cls)
+    return dropped

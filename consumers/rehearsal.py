@@ -13,6 +13,7 @@ import json
 from datetime import timedelta
 
 from laer_domain.events import CloudEvent, EventType, make_event, parse_event
+from laer_domain.model import Account
 from laer_domain.policy import Policy
 from laer_domain.service import InMemoryRepository, LifecycleService
 from laer_domain.wire import EARLIEST_INSTANT, LATEST_INSTANT
@@ -43,3 +44,27 @@ def rehearse_parked(event: CloudEvent, policy: Policy) -> None:
         for n, signal in enumerate(outcome.signals):
             rows.signal_row(signal, n)
     rows.applied_event_row(stored, stored.account_id)
+
+
+def failing_parked(account: Account | None, landing: CloudEvent | None,
+                   parked: list[tuple[int, CloudEvent]], policy: Policy
+                   ) -> list[tuple[int, BaseException]]:
+    """Which parked events (by row id) the rules cannot apply to this account, and why.
+
+    The account (as stored, or None) takes the `landing`, if any, then the parked events in
+    event-time order as a landing applies them; each that raises is left out, the rest go on.
+    """
+    repo = InMemoryRepository()
+    if account is not None:
+        repo.add_or_update(account)
+    service = LifecycleService(repo, policy)
+    if landing is not None:
+        service.handle(landing)
+    failed: list[tuple[int, BaseException]] = []
+    for row_id, event in sorted(parked, key=lambda item: (item[1].time, item[1].id)):
+        try:
+            for outcome in service.handle(event).outcomes:
+                rows.account_row(outcome.account, event.time)
+        except Exception as exc:  # the rules' or the serialiser's: this event's fault
+            failed.append((row_id, exc))
+    return failed

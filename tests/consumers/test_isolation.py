@@ -138,6 +138,26 @@ def test_a_parked_event_the_rules_would_reject_is_dead_lettered_on_arrival(
     assert applied_ids(engine) == {landing["id"], early[0]["id"]}
 
 
+def test_a_landing_that_fails_on_a_parked_event_lands_without_it(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A parked event the rules reject only once the real account lands (it passed on the
+    stand-in account on arrival): it is dead-lettered, and the account lands all the same."""
+    feed, letters = Feed(), Letters()
+    ing = ingestor(engine, letters)
+    early = [ticket("e", 1), ticket("e", 2, "poison")]
+    ing.process([feed.event(e) for e in early])  # parked; the rules are still fine
+    assert not letters.sent
+    poison_tickets(monkeypatch)  # from now on the rules cannot apply "poison"
+    landing = start("e")
+    ing.process([feed.event(landing)])
+    assert [(dl.reason, dl.exception) for dl in letters.sent] == [
+        ("processing_error", "OverflowError")]
+    assert letters.sent[0].record.value == Feed().event(early[1]).value
+    assert applied_ids(engine) == {landing["id"], early[0]["id"]}
+    with session_factory(engine)() as s:
+        assert not s.scalars(select(ParkedEventRow.id)).all()
+
+
 def test_a_copy_that_would_not_fit_is_cut_with_a_header_saying_so() -> None:
     big = Feed().raw("t.billing", b"a", b"x" * 1_048_000, (("content-type", b"json"),))
     letter = DeadLetter(big, "oversized", "record is 1048000 bytes")
