@@ -14,7 +14,7 @@ from prefect.runtime import flow_run
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from flows.kit.settings import FlowSettings
+from flows.kit.settings import FlowSettings, playbook_settings
 from persistence.db import make_engine
 from persistence.uow import session_factory
 
@@ -48,8 +48,16 @@ def runtime() -> FlowRuntime:
     global _runtime
     with _lock:
         if _runtime is None:
-            _runtime = FlowRuntime(FlowSettings())
+            settings = FlowSettings()
+            refuse_unsafe_secret(settings)
+            _runtime = FlowRuntime(settings)
         return _runtime
+
+
+def refuse_unsafe_secret(settings: FlowSettings | None = None) -> None:
+    """Stop a runtime that would sign webhooks with the default secret (outside the demo)."""
+    if playbook_settings().webhook_url:
+        (settings or FlowSettings()).webhook_key()
 
 
 def reset_runtime() -> None:
