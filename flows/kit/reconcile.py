@@ -27,6 +27,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed, Scheduled
 from sqlalchemy import select
@@ -56,7 +57,8 @@ def _deployments(client: SyncPrefectClient) -> dict[UUID, str]:
 
 def _runs(client: SyncPrefectClient, deployments: list[UUID], types: list[StateType],
           since: datetime) -> list[FlowRun]:
-    return client.read_flow_runs(limit=BATCH, flow_run_filter=FlowRunFilter(
+    return client.read_flow_runs(limit=BATCH, sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                                 flow_run_filter=FlowRunFilter(
         deployment_id=FlowRunFilterDeploymentId(any_=deployments),
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types)),
         expected_start_time=FlowRunFilterExpectedStartTime(after_=since)))

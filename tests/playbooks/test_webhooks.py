@@ -19,7 +19,7 @@ from flows.kit.runtime import refuse_unsafe_secret
 from flows.kit.settings import UnsafeSettings
 from flows.kit.webhooks import WebhookVerificationError, sign_headers, signature, verify
 from persistence.tables import ActionRow
-from tests.playbooks.conftest import SECRET, T0, HarnessFactory, Hooks, Mailbox, contact, landing
+from tests.playbooks.conftest import SECRET, HarnessFactory, Hooks, Mailbox, contact, landing
 from tests.playbooks.test_playbooks import _failed_payment
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
