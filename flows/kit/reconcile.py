@@ -43,6 +43,7 @@ from persistence.tables import PlaybookRunRow
 RESUME = ":resume"
 LOOKBACK = timedelta(days=14)  # older crashes are for a person to look at
 BATCH = 200
+PAGES = 10
 
 
 def _deployments(client: SyncPrefectClient) -> dict[UUID, str]:
@@ -57,11 +58,23 @@ def _deployments(client: SyncPrefectClient) -> dict[UUID, str]:
 
 def _runs(client: SyncPrefectClient, deployments: list[UUID], types: list[StateType],
           since: datetime) -> list[FlowRun]:
-    return client.read_flow_runs(limit=BATCH, sort=FlowRunSort.EXPECTED_START_TIME_ASC,
-                                 flow_run_filter=FlowRunFilter(
-        deployment_id=FlowRunFilterDeploymentId(any_=deployments),
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types)),
-        expected_start_time=FlowRunFilterExpectedStartTime(after_=since)))
+    """Runs in `types` since `since`, newest first, that this installation's database knows."""
+    found: list[FlowRun] = []
+    for page in range(PAGES):
+        runs = client.read_flow_runs(
+            limit=BATCH, offset=page * BATCH, sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=deployments),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types)),
+                expected_start_time=FlowRunFilterExpectedStartTime(after_=since)))
+        found += runs
+        if len(runs) < BATCH:
+            break
+    # Another installation may share the Prefect server: only runs in playbook_runs are ours.
+    with runtime().sessions() as session:
+        ours = set(session.scalars(select(PlaybookRunRow.flow_run_id).where(
+            PlaybookRunRow.flow_run_id.in_([str(r.id) for r in found]))))
+    return [r for r in found if str(r.id) in ours]
 
 
 def _mark_stale(client: SyncPrefectClient, deployments: list[UUID], now: datetime) -> int:
@@ -86,12 +99,12 @@ def _resume(client: SyncPrefectClient, run: FlowRun, playbook: str, now: datetim
     with sessions() as session:
         row = session.scalar(select(PlaybookRunRow).where(
             PlaybookRunRow.flow_run_id == str(run.id)))
-        if row is not None and row.state == "Completed":
+        if row is None or row.state == "Completed":
             return "completed"  # the step was done; its process ended badly after
         if session.scalar(select(PlaybookRunRow.id).where(
                 PlaybookRunRow.idempotency_key == key + RESUME)) is not None:
             return "resumed earlier"
-        if row is not None and run.state is not None and run.state.name:
+        if run.state is not None and run.state.name:
             row.state, row.updated_at = run.state.name, now  # final: no longer open
             session.commit()
     if key.count(RESUME) >= playbook_settings().resume_limit:
