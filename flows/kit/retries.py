@@ -123,3 +123,13 @@ def requeue(sessions: sessionmaker[Session], now: datetime, ids: list[int] | Non
         targets = sorted({target_of(r) for r in rows}, key=lambda t: t.at)
         session.commit()
     return targets
+
+
+def messages(sessions: sessionmaker[Session], status: str | None = None, limit: int = 100
+             ) -> list[ActionRow]:
+    """The latest messages (email, webhook), optionally only those in `status`."""
+    stmt = select(ActionRow).where(ActionRow.kind.in_(MESSAGE_KINDS))
+    if status is not None:
+        stmt = stmt.where(ActionRow.status == status)
+    with sessions() as session:
+        return list(session.scalars(stmt.order_by(ActionRow.id.desc()).limit(limit)))
