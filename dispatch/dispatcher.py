@@ -5,28 +5,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import httpx
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.sorting import FlowRunSort
-from prefect.events import Event
 from prefect.events.clients import EventsClient, get_events_client
-from prefect.exceptions import PrefectHTTPStatusError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
+from dispatch.journey import emit_journey
+from dispatch.limit import AdaptiveLimit
+from dispatch.retry import retrying, transient
+from dispatch.run_states import FINAL_STATES, refresh_open_runs
+from dispatch.settings import PrefectSettings
 from flows.kit.registry import Playbook
 from laer_domain.model import Stage
 from laer_domain.signals import SignalKind
@@ -34,66 +28,12 @@ from persistence.tables import OutboxRow, PlaybookRunRow, SignalRow
 
 log = logging.getLogger(__name__)
 
-FINAL_STATES = {"Completed", "Failed", "Cancelled", "Crashed", "Coalesced", "Skipped"}
-
-
-def _transient(exc: BaseException) -> bool:
-    """Prefect down, overloaded (503) or rate limiting (429): worth another try."""
-    if isinstance(exc, PrefectHTTPStatusError):
-        return exc.response.status_code in {408, 429, 500, 502, 503, 504}
-    return isinstance(exc, httpx.TransportError | httpx.TimeoutException | OSError)
+Plan = tuple[int, SignalRow, list[Playbook]]  # outbox id, its signal, the playbooks it starts
 
 
 def idempotency_key(playbook: Playbook, signal_id: str) -> str:
     """One run per (deployment, signal), whoever asks and however often."""
     return f"{playbook.deployment}:{signal_id}"
-
-
-class AdaptiveLimit:
-    """At most `limit` concurrent calls; halved when the server is overloaded, then regrown.
-
-    A PostgreSQL-backed Prefect server creates runs faster with a few calls in flight; a
-    SQLite-backed one answers 503 and slows down, so the limit finds what the server takes.
-    """
-
-    def __init__(self, maximum: int) -> None:
-        self.maximum = max(1, maximum)
-        self.limit = self.maximum
-        self._active = 0
-        self._successes = 0
-        self._cond: asyncio.Condition | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _condition(self) -> asyncio.Condition:
-        # One dispatcher may serve several event loops (one asyncio.run per drain).
-        loop = asyncio.get_running_loop()
-        if self._cond is None or self._loop is not loop:
-            self._cond, self._loop, self._active = asyncio.Condition(), loop, 0
-        return self._cond
-
-    async def __aenter__(self) -> None:
-        cond = self._condition()
-        async with cond:
-            await cond.wait_for(lambda: self._active < self.limit)
-            self._active += 1
-
-    async def __aexit__(self, *_: object) -> None:
-        cond = self._condition()
-        async with cond:
-            self._active -= 1
-            cond.notify_all()
-
-    def overloaded(self) -> None:
-        """The server refused or timed out: back off multiplicatively."""
-        self.limit = max(1, self.limit // 2)
-        self._successes = 0
-
-    def succeeded(self) -> None:
-        """Grow the limit by one after a run of successes."""
-        self._successes += 1
-        if self._successes >= 25 and self.limit < self.maximum:
-            self.limit += 1
-            self._successes = 0
 
 
 @dataclass
@@ -107,10 +47,11 @@ class Dispatcher:
     """Reads pending outbox rows and starts the playbooks their signals trigger."""
 
     def __init__(self, factory: sessionmaker[Session], playbooks: Sequence[Playbook],
+                 settings: PrefectSettings | None = None, *,
                  client_factory: Callable[[], PrefectClient] = get_client,
                  events_client_factory: Callable[[], EventsClient] = get_events_client,
-                 emit_events: bool = True, retry_for_s: float = 30.0,
-                 concurrency: int = 1) -> None:
+                 emit_events: bool = True, retry_for_s: float = 30.0) -> None:
+        self.settings = settings or PrefectSettings()
         self._factory = factory
         self._playbooks = list(playbooks)
         self._client_factory = client_factory
@@ -118,17 +59,10 @@ class Dispatcher:
         self._deployment_ids: dict[str, UUID] = {}
         self._emit = emit_events
         self._retry_for_s = retry_for_s
-        self._limit = AdaptiveLimit(concurrency)
+        self._limit = AdaptiveLimit(self.settings.dispatch_concurrency)
 
-    async def _retrying(self, fn: Callable[[], Any]) -> Any:
-        async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_transient), reraise=True,
-                before_sleep=lambda _state: self._limit.overloaded(),
-                wait=wait_random_exponential(multiplier=0.2, max=5),
-                stop=stop_after_delay(self._retry_for_s)):
-            with attempt:
-                return await fn()
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def _retrying(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        return await retrying(fn, for_s=self._retry_for_s, before_retry=self._limit.overloaded)
 
     async def _deployment_id(self, client: PrefectClient, playbook: Playbook) -> UUID:
         if playbook.deployment not in self._deployment_ids:
@@ -152,7 +86,7 @@ class Dispatcher:
             if not pending:
                 return report
             accounts = {sig.account_id for _, sig in pending}
-            plans = [(oid, sig, [pb for pb in self._playbooks if pb.wants(
+            plans: list[Plan] = [(oid, sig, [pb for pb in self._playbooks if pb.wants(
                 SignalKind(sig.kind), Stage(sig.stage),
                 dict(sig.evidence.get("details") or {}))]) for oid, sig in pending]
             keys = [idempotency_key(pb, sig.id) for _, sig, pbs in plans for pb in pbs]
@@ -162,7 +96,7 @@ class Dispatcher:
                 select(PlaybookRunRow.account_id, PlaybookRunRow.playbook).where(
                     PlaybookRunRow.account_id.in_(accounts),
                     PlaybookRunRow.state.not_in(FINAL_STATES))).tuples())
-        by_account: dict[str, list[tuple[int, SignalRow, list[Playbook]]]] = {}
+        by_account: dict[str, list[Plan]] = {}
         for plan in plans:
             by_account.setdefault(plan[1].account_id, []).append(plan)
         gate = self._limit
@@ -190,11 +124,16 @@ class Dispatcher:
                         row.attempts += 1
                         row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
             session.commit()
-        await self._emit_journey([(sig, runs) for runs, done, _ in outcomes for _, sig in done])
+        # Announced after the batch is committed, not between run creations: on a
+        # SQLite-backed server each event write competes with run creation for the database
+        # lock, and a signal that Prefect refused is not announced again on every retry.
+        if self._emit:
+            await emit_journey(self._events_client_factory,
+                               [(sig, runs) for runs, done, _ in outcomes for _, sig in done])
         return report
 
     async def _dispatch_account(
-        self, client: PrefectClient, items: list[tuple[int, SignalRow, list[Playbook]]],
+        self, client: PrefectClient, items: list[Plan],
         done_keys: set[str], open_pairs: set[tuple[str, str]], gate: AdaptiveLimit,
     ) -> tuple[list[PlaybookRunRow], list[tuple[int, SignalRow]],
                list[tuple[int, BaseException]]]:
@@ -223,46 +162,12 @@ class Dispatcher:
                 done.append((outbox_id, signal))
             except Exception as exc:
                 failed.append((outbox_id, exc))
-                if _transient(exc):
+                if transient(exc):
                     log.warning("Prefect unavailable (%s); will retry", exc)
                 else:
                     log.exception("dispatch of %s failed", signal.id)
                 break  # keep the account's order: its later signals wait for this one
         return runs, done, failed
-
-    async def _emit_journey(
-            self, dispatched: list[tuple[SignalRow, list[PlaybookRunRow]]]) -> None:
-        """One Prefect event per dispatched signal, linked to the runs it started.
-
-        Sent after the batch is committed, not between run creations: on a SQLite-backed
-        server each event write competes with run creation for the database lock, and a
-        signal that Prefect refused is not announced again on every retry. The events are
-        the UI's journey feed, not a record: if Prefect drops now, they are logged and lost.
-        """
-        if not self._emit or not dispatched:
-            return
-        events = [Event(
-            event=f"laer.signal.{signal.kind}",
-            resource={"prefect.resource.id": f"laer.account.{signal.account_id}",
-                      "prefect.resource.name": signal.account_id,
-                      "laer.stage": signal.stage},
-            related=[{"prefect.resource.id": f"prefect.flow-run.{r.flow_run_id}",
-                      "prefect.resource.role": "flow-run",
-                      "prefect.resource.name": r.flow_run_name or r.playbook}
-                     for r in runs if r.signal_id == signal.id and r.flow_run_id],
-            payload={"signal_id": signal.id, "stage": signal.stage,
-                     "at": signal.at.isoformat(), "evidence": signal.evidence,
-                     "playbooks": sorted({r.playbook for r in runs
-                                          if r.signal_id == signal.id})},
-        ) for signal, runs in dispatched]
-        try:
-            # A client per batch, bound to this process's API URL (Prefect's global
-            # events worker keeps the first URL it saw).
-            async with self._events_client_factory() as client:
-                for event in events:
-                    await client.emit(event)
-        except Exception as exc:
-            log.warning("%d journey events not sent to Prefect: %s", len(events), exc)
 
     async def _create_run(self, client: PrefectClient, signal: SignalRow, playbook: Playbook,
                           key: str) -> Any:
@@ -290,27 +195,10 @@ class Dispatcher:
 
     async def refresh_open_runs(self, client: PrefectClient) -> None:
         """Copy Prefect's state of unfinished runs into playbook_runs."""
-        with self._factory() as session:
-            rows = list(session.scalars(select(PlaybookRunRow).where(
-                PlaybookRunRow.state.not_in(FINAL_STATES),
-                PlaybookRunRow.flow_run_id.is_not(None))))
-            if not rows:
-                return
-            ids = [UUID(r.flow_run_id) for r in rows if r.flow_run_id]
-            runs = await self._retrying(lambda: client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
-                sort=FlowRunSort.ID_DESC, limit=len(ids)))
-            states = {str(r.id): (r.state.name if r.state else None, r.name) for r in runs}
-            for row in rows:
-                state, name = states.get(row.flow_run_id or "", (None, None))
-                if state and state != row.state:
-                    row.state, row.updated_at = state, datetime.now(UTC)
-                if name:
-                    row.flow_run_name = name
-            session.commit()
+        await refresh_open_runs(self._factory, client, self._retrying)
 
-    async def run_forever(self, interval_s: float, stop: asyncio.Event) -> None:
-        """Drain the outbox every `interval_s` seconds until `stop` is set."""
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Drain the outbox every `dispatch_interval_s` seconds until `stop` is set."""
         while not stop.is_set():
             try:
                 await self.refresh()
@@ -325,6 +213,6 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatcher cycle failed; retrying")
             try:
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.dispatch_interval_s)
             except TimeoutError:
                 pass

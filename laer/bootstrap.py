@@ -1,22 +1,29 @@
-"""The composition root: settings in, engines, sessions, producers and clients out.
+"""The composition root: settings in; engines, sessions, producers and each part's wiring out.
 
-Nothing here connects at import time; each process calls `container()` once it starts.
+Nothing here connects, or imports a heavy library, at import time: every builder imports what
+it builds when first asked, so a read-side command loads SQLAlchemy and the tables, never
+Alembic, Kafka or Prefect. Each process calls `container()` once it starts.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
-
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from typing import TYPE_CHECKING, Any
 
 from laer.settings import Settings, load_policy, load_settings
-from laer_domain.policy import Policy
-from persistence.db import make_engine, upgrade
-from persistence.uow import UnitOfWork, session_factory
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from consumers.dlq import DeadLetterSink
+    from consumers.runner import ConsumerLoop
+    from dispatch.dispatcher import Dispatcher
+    from laer.local.kafka import LocalKafka
+    from laer_domain.policy import Policy
+    from persistence.uow import UnitOfWork
 
 
 @dataclass
@@ -24,10 +31,19 @@ class Container:
     """Everything a process needs, built lazily from one Settings object."""
 
     settings: Settings
-    policy: Policy = field(default_factory=Policy)
+    policy: Policy  # read with the settings: a bad LAER_POLICY_* stops every command at start
+
+    @property
+    def safe_database_url(self) -> str:
+        """The database URL with its password masked, for anything printed or logged."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.settings.database_url).render_as_string(hide_password=True)
 
     @cached_property
     def engine(self) -> Engine:
+        from persistence.db import make_engine
+
         if self.settings.database_url.startswith("sqlite:///"):
             path = self.settings.database_url.removeprefix("sqlite:///")
             if path and path != ":memory:":
@@ -38,14 +54,20 @@ class Container:
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
+        from persistence.uow import session_factory
+
         return session_factory(self.engine)
 
     def uow(self) -> UnitOfWork:
         """A new unit of work on the configured database."""
+        from persistence.uow import UnitOfWork
+
         return UnitOfWork(self.sessions, self.settings.kafka.group_id)
 
     def migrate(self) -> None:
         """Apply the Alembic migrations (idempotent)."""
+        from persistence.db import upgrade
+
         upgrade(self.engine)
 
     def producer(self, **overrides: Any) -> Any:
@@ -57,8 +79,26 @@ class Container:
         opts.update(overrides)
         return KafkaProducer(**opts)
 
+    def consumer_loop(self, dead_letters: DeadLetterSink) -> ConsumerLoop:
+        """The ingesting consumer, sending what it cannot apply to `dead_letters`."""
+        from consumers.runner import ConsumerLoop
 
-_container: Container | None = None
+        return ConsumerLoop(self.settings.kafka, self.settings.consumer, self.sessions,
+                            self.policy, dead_letters)
+
+    def dispatcher(self) -> Dispatcher:
+        """The dispatcher, starting every discovered playbook."""
+        from dispatch.dispatcher import Dispatcher
+        from flows.kit.registry import discover
+
+        return Dispatcher(self.sessions, [d.playbook for d in discover()], self.settings.prefect)
+
+    def local_kafka(self) -> LocalKafka:
+        """The local single-node broker under the state directory, on the configured port."""
+        from laer.local.kafka import LocalKafka
+
+        port = int(self.settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+        return LocalKafka(self.settings.state_dir.resolve() / "kafka", port=port)
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -89,6 +129,9 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+_container: Container | None = None
+
+
 def container() -> Container:
     """The process-wide container (settings read and validated on first use)."""
     global _container
@@ -98,8 +141,3 @@ def container() -> Container:
         _container = Container(settings, load_policy())
     return _container
 
-
-def reset_container() -> None:
-    """Forget the cached container (tests change the environment between cases)."""
-    global _container
-    _container = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -46,11 +47,18 @@ class SettingsError(SystemExit):
     """Start-up stops here, naming each bad setting and why."""
 
 
+def _shown(name: str, value: object) -> str:
+    """A rejected value as start-up may print it: secrets and URL passwords masked."""
+    if any(word in name for word in ("PASSWORD", "SECRET")):
+        return "'***'"
+    return repr(re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", str(value)))
+
+
 def _invalid(exc: ValidationError, prefix: str) -> SettingsError:
     lines = []
     for err in exc.errors():
         name = prefix + "__".join(str(p) for p in err["loc"]).upper()
-        lines.append(f"  {name}: {err['msg']} (got {err.get('input')!r})")
+        lines.append(f"  {name}: {err['msg']} (got {_shown(name, err.get('input'))})")
     return SettingsError("invalid setting(s):\n" + "\n".join(lines))
 
 

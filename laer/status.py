@@ -8,10 +8,9 @@ from typing import Any
 from rich.table import Table
 from sqlalchemy import func, select
 
+from dispatch.run_states import IN_FLIGHT
 from laer.bootstrap import Container
 from persistence.tables import ConsumerOffsetRow, OutboxRow, PlaybookRunRow
-
-IN_FLIGHT = ("Scheduled", "Pending", "Running", "Late", "AwaitingRetry", "Retrying")
 
 
 def log_ends(c: Container, topics: list[str]) -> dict[tuple[str, int], int]:

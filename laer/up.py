@@ -16,7 +16,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from laer.bootstrap import Container
-from laer.local.kafka import LocalKafka, LocalServiceError
+from laer.local.kafka import LocalServiceError
 from laer.local.prefect_server import LocalPrefectServer, prefect_env
 from laer.local.processes import ManagedProcess
 from laer.local.smtp import LocalSmtp
@@ -58,8 +58,7 @@ class Up:
         self.o = options
         self.console = console
         state = c.settings.state_dir.resolve()
-        port = int(c.settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
-        self.kafka = LocalKafka(state / "kafka", port=port)
+        self.kafka = c.local_kafka()
         self.prefect = LocalPrefectServer(state / "prefect", port=options.prefect_port)
         self.processes: list[ManagedProcess] = []
         self.smtp = LocalSmtp(state / "mail" / "outbox.mbox", port=c.settings.smtp.port)
@@ -77,7 +76,7 @@ class Up:
             self._wait_until_settled()
             self.console.print(self.summary())
             self.console.print(f"\nPrefect UI: [bold]{self.prefect.ui_url}[/bold]   "
-                               f"logs: {self.log_dir}   database: {self.c.settings.database_url}")
+                               f"logs: {self.log_dir}   database: {self.c.safe_database_url}")
             if self.o.keep_running and not self._stop:
                 self.console.print("Serving until Ctrl-C ...")
                 while not self._stop:

@@ -1,14 +1,18 @@
-"""Engines and schema migration; nothing here connects until called."""
+"""Engines and schema migration; nothing here connects until called.
+
+Alembic is imported by the migration functions only: a read-side command needs an engine, not it.
+"""
 
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -38,6 +42,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def alembic_config(url: str | None = None) -> Config:
     """Alembic configuration pointing at the packaged migrations."""
+    from alembic.config import Config
+
     cfg = Config()
     location = resources.files("persistence").joinpath("migrations")
     cfg.set_main_option("script_location", str(location))
@@ -48,6 +54,8 @@ def alembic_config(url: str | None = None) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` with Alembic (the only way the schema is created)."""
+    from alembic import command
+
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn

@@ -1,12 +1,14 @@
-"""Read side: what `laer accounts` and `laer account ID` show."""
+"""Read side: what `laer accounts`, `laer account ID` and `laer tasks` show."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from laer_domain.wire import iso
 from persistence.tables import (
     AccountRow,
     ActionRow,
@@ -18,8 +20,8 @@ from persistence.tables import (
 )
 
 
-def _iso(value: Any) -> Any:
-    return value.isoformat() if value is not None else None
+def _iso(value: datetime | None) -> str | None:  # an unset instant stays null
+    return None if value is None else iso(value)
 
 
 def list_accounts(session: Session, stage: str | None = None) -> list[dict[str, Any]]:
@@ -79,3 +81,16 @@ def account_detail(session: Session, account_id: str) -> dict[str, Any] | None:
         "events": [{"id": e.event_id, "source": e.source, "type": e.type, "time": _iso(e.time)}
                    for e in events],
     }
+
+
+def list_tasks(session: Session, status: str | None = None,
+               role: str | None = None) -> list[dict[str, Any]]:
+    """Tasks that playbooks assigned to people, soonest due first (optionally one status/role)."""
+    query = select(ActionRow).where(ActionRow.kind == "task").order_by(ActionRow.due_at)
+    if status:
+        query = query.where(ActionRow.status == status)
+    if role:
+        query = query.where(ActionRow.role == role)
+    return [{"account": a.account_id, "playbook": a.playbook, "role": a.role,
+             "title": a.subject, "due_at": _iso(a.due_at), "status": a.status}
+            for a in session.scalars(query)]

@@ -74,10 +74,12 @@ async def measure_burst(api_url: str, deployment_id: Any, sessions: Any, burst: 
     """`burst` signals drained during 20 s of overload: the server's answers to the
     creators, and the signals with duplicated and with lost runs."""
     from dispatch.dispatcher import Dispatcher  # Prefect on import: after main's setup
+    from dispatch.settings import PrefectSettings
 
     seed_signals(sessions, burst, "b" + tag)
-    dispatcher = Dispatcher(sessions, [BENCH_PLAYBOOK], retry_for_s=120,
-                            emit_events=EMIT_EVENTS, concurrency=CONCURRENCY)
+    dispatcher = Dispatcher(sessions, [BENCH_PLAYBOOK],
+                            PrefectSettings(dispatch_concurrency=CONCURRENCY), retry_for_s=120,
+                            emit_events=EMIT_EVENTS)
     hammer = asyncio.create_task(_hammer(api_url, deployment_id, 20, tag))
     await drain_all(dispatcher)
     outcomes = await hammer

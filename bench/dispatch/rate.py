@@ -24,12 +24,13 @@ async def measure_rates(client: Any, deployment_id: Any, sessions: Any, runs: in
     stored the events it caused.
     """
     from dispatch.dispatcher import Dispatcher  # Prefect on import: after main's setup
+    from dispatch.settings import PrefectSettings
 
+    limits = PrefectSettings(dispatch_concurrency=CONCURRENCY)
     dispatchers = {
-        "dispatcher": Dispatcher(sessions, [BENCH_PLAYBOOK], emit_events=EMIT_EVENTS,
-                                 concurrency=CONCURRENCY),
+        "dispatcher": Dispatcher(sessions, [BENCH_PLAYBOOK], limits, emit_events=EMIT_EVENTS),
         "dispatcher, no journey events": Dispatcher(
-            sessions, [BENCH_PLAYBOOK], emit_events=False, concurrency=CONCURRENCY)}
+            sessions, [BENCH_PLAYBOOK], limits, emit_events=False)}
     kinds = ["plain", *dispatchers]
     seconds = dict.fromkeys(kinds, 0.0)
     per_round = max(1, runs // rounds)
