@@ -27,7 +27,7 @@ def deployment_specs(work_pool: str = WORK_POOL) -> list[dict[str, Any]]:
     for f, cron in OPS_FLOWS:
         specs.append({
             "name": DEPLOYMENT_NAME,
-            "entrypoint": f"laer/ops_flows.py:{f.fn.__name__}",
+            "entrypoint": f"{f.fn.__module__.replace('.', '/')}.py:{f.fn.__name__}",
             "description": (f.description or "").strip(),
             "tags": ["ops"],
             "schedules": [{"cron": cron, "timezone": "UTC"}],

@@ -9,6 +9,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from sqlalchemy import func, select
 
+from flows.kit.reconcile import reconcile_playbooks
 from laer.bootstrap import container
 from laer_domain.service import LifecycleService
 from persistence.tables import AccountRow
@@ -58,4 +59,5 @@ def health_rollup() -> list[dict[str, object]]:
     return rows
 
 
-OPS_FLOWS = ((daily_sweep, "0 6 * * *"), (health_rollup, "0 * * * *"))
+OPS_FLOWS = ((daily_sweep, "0 6 * * *"), (health_rollup, "0 * * * *"),
+             (reconcile_playbooks, "*/5 * * * *"))

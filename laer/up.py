@@ -110,6 +110,7 @@ class Up:
                    f"(mail kept in {self.smtp.mbox_path}) ...", self.smtp.start)
         env = prefect_env(self.prefect.home, api_url=self.prefect.api_url)
         env.setdefault("LAER_PLAYBOOK_DAY_SECONDS", str(self.o.day_seconds))
+        env.setdefault("LAER_DEMO", "1")  # the demo may sign webhooks with the default secret
         env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")
         for name in ("serve", "consume", "dispatch"):
             self.processes.append(ManagedProcess(name, [name], env, self.log_dir).start())

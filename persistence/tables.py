@@ -198,9 +198,13 @@ class ActionRow(Base):
     recipient: Mapped[str | None] = mapped_column(String(256))
     role: Mapped[str | None] = mapped_column(String(32))
     subject: Mapped[str] = mapped_column(String(256))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
     reason: Mapped[str | None] = mapped_column(String(256))
     due_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     payload: Mapped[dict[str, Any]]
+    # Delivery retries (email, webhook): tries so far, when the next is due, what went wrong.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(512))
     __table_args__ = (UniqueConstraint("idempotency_key"),)

@@ -1,20 +1,16 @@
-"""Real effects of playbooks, each recorded once under an idempotency key."""
+"""Action rows of playbooks (messages and tasks), each recorded once under an idempotency key.
+
+The effects themselves (SMTP, webhooks) are in transport.py; their retries in retries.py.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import smtplib
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from flows.kit.settings import SmtpSettings
 from persistence.tables import ActionRow
 from persistence.upsert import insert_if_absent
 
@@ -95,38 +91,3 @@ def sent_to(factory: sessionmaker[Session], recipient: str, limit: int = 200
                                     ActionRow.status == "sent",
                                     ActionRow.kind.in_(("email", "webhook")))
             .order_by(ActionRow.id.desc()).limit(limit)))
-
-
-def send_email(smtp: SmtpSettings, *, to: str, subject: str, text: str, html: str | None,
-               message_id: str) -> None:
-    """Send one message over SMTP; the Message-ID lets receivers drop a repeat."""
-    msg = EmailMessage()
-    msg["From"] = smtp.sender
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{message_id}@laer>"
-    msg.set_content(text)
-    if html:
-        msg.add_alternative(html, subtype="html")
-    with smtplib.SMTP(smtp.host, smtp.port, timeout=30) as client:
-        if smtp.username and smtp.password:
-            client.login(smtp.username, smtp.password.get_secret_value())
-        client.send_message(msg)
-
-
-def sign(secret: bytes, body: bytes) -> str:
-    """HMAC-SHA256 signature of a webhook body, as sent in X-LAER-Signature."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-
-
-def post_webhook(url: str, secret: bytes, payload: dict[str, Any], delivery_id: str) -> int:
-    """POST a signed JSON body; returns the HTTP status (raises on 5xx and network errors)."""
-    body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    response = httpx.post(url, content=body, timeout=15, headers={
-        "Content-Type": "application/json",
-        "X-LAER-Signature": sign(secret, body),
-        "X-LAER-Delivery": delivery_id,
-    })
-    if response.status_code >= 500:
-        response.raise_for_status()
-    return response.status_code

@@ -59,12 +59,11 @@ class StepContext:
             self.note(f"{message}: no contact to write to")
         out: list[Delivery] = []
         for contact in contacts:
-            try:
-                got = deliver_message(self.playbook.name, self.playbook.priority, self.signal.id,
-                                      self.step, message, self.account, contact,
-                                      promotional, extra or {})
-            except Exception as exc:  # retries exhausted; the action row says failed
-                got = Delivery("email", message, "failed", contact.email, str(exc)[:200])
+            # A failed delivery is stored (retrying or failed), not raised; what still raises
+            # (the database gone) fails the run, and the reconciler runs the step again.
+            got = deliver_message(self.playbook.name, self.playbook.priority, self.signal.id,
+                                  self.step, message, self.account, contact,
+                                  promotional, extra or {})
             if got.status == "deferred" and got.due_at is not None:
                 self.retry_at = min(self.retry_at or got.due_at, got.due_at)
             out.append(got)

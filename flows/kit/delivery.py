@@ -1,25 +1,30 @@
 """The side effects of a step: a message through the outreach gate, a task for a person.
 
 Each is a Prefect task that records its outcome under an idempotency key before and after the
-effect, so a retry or a re-run of the step sends nothing twice.
+effect, so a retry or a re-run of the step sends nothing twice. A message the gate lets
+through is stored with what it says, then tried once; one that failed for a transient
+reason waits (`retrying`) for its step's retry run, which sends the stored copy.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows.kit import actions
+from flows.kit import actions, transport
+from flows.kit.retries import apply_outcome, retrying_keys
 from flows.kit.runtime import current_flow_run_id, runtime
 from flows.kit.settings import playbook_settings
-from flows.kit.templates import render
+from flows.kit.templates import Rendered, render
+from flows.kit.transport import Outcome
 from laer_domain.model import Account, Contact
 from laer_domain.outreach import (
     AccountState,
@@ -84,17 +89,83 @@ def _history(rows: Sequence[ActionRow]) -> list[SentMessage]:
     return out
 
 
-@task(retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE,
+def message_key(playbook: str, signal_id: str, step: str, message: str, email: str) -> str:
+    """The idempotency key of one message to one contact in one step."""
+    return f"{playbook}:{signal_id}:{step}:{message}:{_short(email)}"
+
+
+def message_id(key: str) -> str:
+    """The Message-ID / webhook-id of the message under `key`: the same on every try."""
+    return "msg_" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def delivery_of(row: ActionRow) -> Delivery:
+    """The Delivery an action row stands for."""
+    reason = row.reason if row.status != "retrying" else row.last_error
+    due = row.next_attempt_at if row.status == "retrying" else row.due_at
+    return Delivery(row.kind, row.subject, row.status, row.recipient, reason, due)
+
+
+def _attempt(row: ActionRow) -> Outcome:
+    rt, settings = runtime(), playbook_settings()
+    content = row.payload.get("content")
+    if not isinstance(content, dict):  # recorded before contents were kept for retries
+        return Outcome("permanent", "no stored content to send again")
+    if row.kind == "webhook":
+        if not settings.webhook_url:
+            return Outcome("permanent", "LAER_PLAYBOOK_WEBHOOK_URL is not set")
+        return transport.post_webhook(settings.webhook_url, rt.settings.webhook_key(),
+                                      str(content["body"]).encode(), str(content["id"]))
+    return transport.send_email(rt.settings.smtp, to=str(row.recipient),
+                                subject=row.subject, text=str(content["text"]),
+                                html=content.get("html"), message_id=str(content["id"]))
+
+
+def attempt_delivery(key: str) -> Delivery:
+    """Try once to deliver the message recorded under `key` and record what became of it."""
+    rt, settings = runtime(), playbook_settings()
+    row = actions.find_action(rt.sessions, key)  # detached: no transaction while sending
+    if row is None or row.status not in ("pending", "retrying"):
+        return Delivery("email", key, "missing") if row is None else delivery_of(row)
+    outcome = _attempt(row)
+    with rt.sessions() as session:
+        current = session.get(ActionRow, row.id, with_for_update=True)
+        assert current is not None, key
+        apply_outcome(current, outcome, settings, datetime.now(UTC), settings.now())
+        session.commit()
+        return delivery_of(current)
+
+
+@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE,
+      task_run_name="retry-{step}")
+def retry_deliveries(playbook: str, signal_id: str, step: str) -> list[Delivery]:
+    """Try again every message of this step that waits for another attempt."""
+    keys = retrying_keys(runtime().sessions, playbook, signal_id, step)
+    return [attempt_delivery(key) for key in keys]
+
+
+def _content(channel: str, key: str, body: dict[str, Any], rendered: Rendered
+             ) -> dict[str, Any]:
+    # Kept with the action, so a retry sends exactly what the gate let through.
+    if channel == "webhook":
+        return {"id": message_id(key),
+                "body": json.dumps(body, sort_keys=True, separators=(",", ":"))}
+    return {"id": message_id(key), "text": rendered.text, "html": rendered.html}
+
+
+@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE,
       task_run_name="message-{message}")
 def deliver_message(playbook: str, priority: int, signal_id: str, step: str, message: str,
                     account: Account, contact: Contact, promotional: bool,
                     extra: dict[str, Any]) -> Delivery:
     """Pass one message through the outreach gate, then send, defer or suppress it."""
     rt, settings = runtime(), playbook_settings()
-    key = f"{playbook}:{signal_id}:{step}:{message}:{_short(contact.email)}"
+    key = message_key(playbook, signal_id, step, message, contact.email)
     done = actions.find_action(rt.sessions, key)
-    if done is not None and done.status in ("sent", "suppressed"):
-        return Delivery(done.kind, done.subject, done.status, done.recipient, done.reason)
+    if done is not None and done.status in ("sent", "suppressed", "retrying", "failed"):
+        return delivery_of(done)  # retrying: the step's retry run tries it, not this one
+    if done is not None and done.status == "pending":
+        return attempt_delivery(key)  # outcome unknown (a crash): the same id goes again
     now = settings.now()
     intent = MessageIntent(playbook=playbook, name=message, priority=priority,
                            channels=("email", "webhook"), promotional=promotional)
@@ -116,30 +187,14 @@ def deliver_message(playbook: str, priority: int, signal_id: str, step: str, mes
                               due_at=decision.until, payload=info, **fields)
         return Delivery(channel, rendered.subject, "deferred", contact.email, decision.reason,
                         decision.until)
-    actions.upsert_action(rt.sessions, key=key, status="pending", payload=info, **fields)
-    try:
-        if channel == "webhook":
-            assert settings.webhook_url is not None
-            body = {"type": "laer.message", "account_id": account.id, "playbook": playbook,
-                    "step": step, "message": message, "to": contact.email,
-                    "subject": rendered.subject, "text": rendered.text}
-            code = actions.post_webhook(settings.webhook_url,
-                                        rt.settings.webhook_secret.get_secret_value().encode(),
-                                        body, _short(key))
-            if code >= 400:  # the receiver refused it; another try would not help
-                actions.update_action(rt.sessions, key, "failed", f"http {code}")
-                return Delivery(channel, rendered.subject, "failed", contact.email,
-                                f"http {code}")
-        else:
-            actions.send_email(rt.settings.smtp, to=contact.email, subject=rendered.subject,
-                               text=rendered.text, html=rendered.html,
-                               message_id=f"{_short(key)}.{account.id}")
-    except Exception as exc:
-        actions.update_action(rt.sessions, key, "failed", f"{type(exc).__name__}: {exc}"[:250])
-        raise
-    actions.update_action(rt.sessions, key, "sent", None,
-                          payload={"sent_at": now.isoformat(), "channel": channel})
-    return Delivery(channel, rendered.subject, "sent", contact.email)
+    body = {"type": "laer.message", "account_id": account.id, "playbook": playbook,
+            "step": step, "message": message, "to": contact.email,
+            "subject": rendered.subject, "text": rendered.text}
+    if channel == "webhook":
+        rt.settings.webhook_key()  # refuse the default secret before recording anything
+    actions.upsert_action(rt.sessions, key=key, status="pending", payload={
+        **info, "content": _content(channel, key, body, rendered)}, **fields)
+    return attempt_delivery(key)
 
 
 @task(retries=3, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="task-{name}")

@@ -10,7 +10,7 @@ live elsewhere (delivery, scheduling, report); this module only decides what hap
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -18,9 +18,12 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from flows.kit.context import ExitCheck, SignalInfo, Step, StepContext
+from flows.kit.delivery import retry_deliveries
 from flows.kit.records import load_account, load_signal, mark_run
 from flows.kit.registry import Playbook
 from flows.kit.report import StepResult, publish_report, report_markdown
+from flows.kit.retries import next_retry, retry_run_key
+from flows.kit.runtime import runtime
 from flows.kit.scheduling import run_name_for, schedule_step, tag_current_run
 from flows.kit.settings import playbook_settings
 from laer_domain.model import Account
@@ -59,6 +62,20 @@ def _delay_s(account: Account, signal: SignalInfo, current: Step, nxt: Step) -> 
     return max(0.0, days) * settings.day_seconds
 
 
+def _schedule_retry(playbook: Playbook, account_id: str, signal_id: str, step: str
+                    ) -> str | None:
+    # Messages of this step still waiting for another try: run the step again when the
+    # earliest is due (its retry run tries them; nothing sleeps meanwhile).
+    at = next_retry(runtime().sessions, playbook.name, signal_id, step)
+    if at is None:
+        return None
+    return schedule_step(playbook.name, account_id, signal_id, step,
+                         (at - datetime.now(UTC)).total_seconds(),
+                         retry_run_key(playbook.name, signal_id, step, at),
+                         [f"playbook:{playbook.name}", f"account:{account_id}", f"step:{step}",
+                          "retry"])
+
+
 def run_playbook(playbook: Playbook, steps: Sequence[Step], should_stop: ExitCheck,
                  account_id: str, signal_id: str, step: str = "start") -> str:
     """Run one step of `playbook` for an account (call this from the playbook's flow)."""
@@ -71,6 +88,8 @@ def run_playbook(playbook: Playbook, steps: Sequence[Step], should_stop: ExitChe
     logger = get_run_logger()
     mark_run("Running")
     result = StepResult(step=name)
+    # Messages this step could not deliver before go first, whatever the exit check says now.
+    result.retried = retry_deliveries(playbook.name, signal_id, name)
     signal = fetch_signal(signal_id)
     account = fetch_account(account_id)
     ctx: StepContext | None = None
@@ -102,6 +121,9 @@ def run_playbook(playbook: Playbook, steps: Sequence[Step], should_stop: ExitChe
                 playbook.name, account_id, signal_id, nxt.name,
                 _delay_s(account, signal, current, nxt), f"{base}:{nxt.name}",
                 [*tags, f"step:{nxt.name}"]))
+    retry = _schedule_retry(playbook, account_id, signal_id, name)
+    if retry is not None:
+        result.scheduled.append(f"retry of {retry}")
     if result.stopped:
         logger.info("stopped: %s", result.stopped)
     publish_report(playbook.name, report_markdown(playbook, account_id, name, signal, account,

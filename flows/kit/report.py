@@ -11,7 +11,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.kit.context import SignalInfo, StepContext
+from flows.kit.delivery import Delivery
 from flows.kit.registry import Playbook
+from flows.kit.settings import playbook_settings
 from laer_domain.model import Account
 
 
@@ -22,6 +24,15 @@ class StepResult:
     step: str
     stopped: str | None = None
     scheduled: list[str] = field(default_factory=list)
+    retried: list[Delivery] = field(default_factory=list)  # messages tried again this run
+
+
+def mask_address(text: str | None) -> str | None:
+    """`jane@example.com` as `j***@example.com` (a role such as `sales` stays as it is)."""
+    if not text or "@" not in text:
+        return text
+    local, _, domain = text.rpartition("@")
+    return f"{local[:1]}***@{domain}"
 
 
 def _cell(value: Any) -> str:
@@ -57,13 +68,19 @@ def report_markdown(playbook: Playbook, account_id: str, step: str,
     lines.append("")
     if result.stopped:
         lines.append(f"**Stopped:** {_cell(result.stopped)}")
-    if ctx is not None and ctx.deliveries:
+    # Recipients are personal data: masked unless LAER_PLAYBOOK_SHOW_RECIPIENTS is set.
+    show = playbook_settings().show_recipients
+    done = ctx.deliveries if ctx is not None else []
+    seen = {(d.kind, d.subject, d.recipient) for d in done}  # a retry the step reports too
+    rows = [*(d for d in result.retried if (d.kind, d.subject, d.recipient) not in seen), *done]
+    if rows:
         lines += ["| action | to | subject | status | reason |", "|---|---|---|---|---|"]
-        for d in ctx.deliveries:
+        for d in rows:
             reason = d.reason or ""
-            if d.status == "deferred" and d.due_at:
+            if d.status in ("deferred", "retrying") and d.due_at:
                 reason = f"{reason} (until {d.due_at.isoformat()})"
-            lines.append(f"| {d.kind} | {_cell(d.recipient)} | {_cell(d.subject)} | "
+            to = d.recipient if show else mask_address(d.recipient)
+            lines.append(f"| {d.kind} | {_cell(to)} | {_cell(d.subject)} | "
                          f"{d.status} | {_cell(reason)} |")
     if ctx is not None:
         lines += [f"- {_cell(n)}" for n in ctx.notes]

@@ -6,6 +6,7 @@ once from the environment (`FlowSettings`). Tests that change the environment re
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -14,7 +15,7 @@ from prefect.runtime import flow_run
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from flows.kit.settings import FlowSettings
+from flows.kit.settings import FlowSettings, UnsafeSettings, playbook_settings
 from persistence.db import make_engine
 from persistence.uow import session_factory
 
@@ -48,8 +49,25 @@ def runtime() -> FlowRuntime:
     global _runtime
     with _lock:
         if _runtime is None:
-            _runtime = FlowRuntime(FlowSettings())
+            settings = FlowSettings()
+            refuse_unsafe_secret(settings)
+            _runtime = FlowRuntime(settings)
         return _runtime
+
+
+def refuse_unsafe_secret(settings: FlowSettings | None = None) -> None:
+    """Stop a runtime that would sign webhooks with the default secret (outside the demo)."""
+    if playbook_settings().webhook_url:
+        (settings or FlowSettings()).webhook_key()
+
+
+def refuse_unsafe_start() -> None:
+    """For `laer serve`: exit with status 2 and the reason rather than serve unsafe settings."""
+    try:
+        refuse_unsafe_secret()
+    except UnsafeSettings as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise SystemExit(2) from None
 
 
 def reset_runtime() -> None:

@@ -1,25 +1,46 @@
 """The flows' settings from the environment: the database, SMTP and webhook secret (`LAER_`),
-the playbooks' timing and gate (`LAER_PLAYBOOK_`)."""
+the playbooks' timing, gate and delivery retries (`LAER_PLAYBOOK_`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from laer_domain.outreach import OutreachPolicy
 from persistence.database_url import DatabaseUrl
 
+DEFAULT_WEBHOOK_SECRET = "change-me"
+
+
+class UnsafeSettings(RuntimeError):
+    """A setting that must not be used outside the local demo (start-up stops on it)."""
+
 
 class SmtpSettings(BaseModel):
-    """Outbound email."""
+    """Outbound email: the relay, its TLS mode and the login."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8025, ge=1, le=65535)
     sender: str = "success@laer.local"
     username: str | None = None
     password: SecretStr | None = None
+    # none: plain SMTP; starttls: upgrade the connection before anything else; ssl: SMTPS.
+    security: Literal["none", "starttls", "ssl"] = "none"
+    # A password over a connection without TLS has to be asked for by name.
+    allow_plain_login: bool = False
+    cafile: Path | None = None  # CA bundle to trust for the relay; unset: the system's
+    timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _login_only_over_tls(self) -> SmtpSettings:
+        if self.username and self.security == "none" and not self.allow_plain_login:
+            raise ValueError("a login (USERNAME) needs SECURITY starttls or ssl; set "
+                             "ALLOW_PLAIN_LOGIN=true to send the password in clear anyway")
+        return self
 
 
 class FlowSettings(BaseSettings):
@@ -31,7 +52,20 @@ class FlowSettings(BaseSettings):
 
     database_url: DatabaseUrl = "sqlite:///.laer/laer.db"
     smtp: SmtpSettings = SmtpSettings()
-    webhook_secret: SecretStr = SecretStr("change-me")
+    # `whsec_<base64>` as Standard Webhooks gives them out, or any other text (its UTF-8).
+    webhook_secret: SecretStr = SecretStr(DEFAULT_WEBHOOK_SECRET)
+    # Set by `laer up` (LAER_DEMO=1): the local demo may sign with the default secret.
+    demo: bool = False
+
+    def webhook_key(self) -> str:
+        """The webhook secret; refuses the default one outside the local demo."""
+        secret = self.webhook_secret.get_secret_value()
+        if secret == DEFAULT_WEBHOOK_SECRET and not self.demo:
+            raise UnsafeSettings(
+                "refusing to sign webhooks with the default LAER_WEBHOOK_SECRET "
+                f"({DEFAULT_WEBHOOK_SECRET!r}): set a secret of your own (e.g. whsec_ and 32 "
+                "random bytes in base64), or LAER_DEMO=1 for the local demo")
+        return secret
 
 
 class PlaybookSettings(BaseSettings):
@@ -50,10 +84,31 @@ class PlaybookSettings(BaseSettings):
     # A fixed "now" for the gate and recorded times (tests); unset means the wall clock.
     clock: datetime | None = None
     win_back_cooldown_days: float = Field(default=60.0, ge=0)
+    # Reports (Prefect artifacts) show recipients as j***@example.com unless this is set.
+    show_recipients: bool = False
+    # A delivery that fails for a transient reason is tried again after `delivery_backoff_s`,
+    # doubling up to `delivery_backoff_max_s` (playbook seconds, so LAER_PLAYBOOK_DAY_SECONDS
+    # compresses them too), and is `failed` after `delivery_attempts` tries in all.
+    delivery_attempts: int = Field(default=12, ge=1)
+    delivery_backoff_s: float = Field(default=60.0, gt=0)
+    delivery_backoff_max_s: float = Field(default=6 * 3600.0, gt=0)
+    # The reconciler re-creates a crashed or failed step at most this many times.
+    resume_limit: int = Field(default=3, ge=0)
+    # A step still Running after this many seconds is taken for crashed (its process is gone).
+    stale_run_s: float = Field(default=3600.0, gt=0)
 
     def days(self, n: float) -> timedelta:
         """`n` playbook days as a real duration."""
         return timedelta(seconds=n * self.day_seconds)
+
+    def playbook_seconds(self, n: float) -> timedelta:
+        """`n` seconds of playbook time as a real duration."""
+        return timedelta(seconds=n * self.day_seconds / 86400)
+
+    def retry_delay(self, attempts: int) -> timedelta:
+        """How long to wait after the `attempts`-th failed try of a delivery."""
+        backoff = self.delivery_backoff_s * 2 ** min(max(attempts - 1, 0), 32)
+        return self.playbook_seconds(min(backoff, self.delivery_backoff_max_s))
 
     def now(self) -> datetime:
         """The gate's clock."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -150,8 +151,9 @@ class PlaybookHarness:
         return [r for r in runs if r.state is not None
                 and r.state.type in (StateType.SCHEDULED, StateType.PENDING)]
 
-    def run(self, name: str, *, horizon_s: float = 30.0, max_runs: int = 25) -> RunReport:
-        """Dispatch `name`, then execute its due flow runs (follow-ups too) until none is left.
+    def run(self, name: str, *, horizon_s: float = 30.0, max_runs: int = 40) -> RunReport:
+        """Dispatch `name`, then execute its flow runs (follow-ups and retries too), each at
+        its scheduled time, until none is left.
 
         A run scheduled more than `horizon_s` from now is left pending (see RunReport.pending).
         """
@@ -167,6 +169,8 @@ class PlaybookHarness:
             start = nxt.expected_start_time or datetime.now(UTC)
             if start > datetime.now(UTC) + timedelta(seconds=horizon_s):
                 break
+            # Play Prefect's scheduler: a run starts at its time, not before (retry backoff).
+            time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()))
             state = run_flow(found.flow, flow_run=nxt, parameters=dict(nxt.parameters),
                              return_type="state")
             report.runs.append((self._name(nxt.id), getattr(state, "name", str(state))))

@@ -82,8 +82,10 @@ def serve(limit: Annotated[int, typer.Option(help="Concurrent flow runs.")] = 8)
     from prefect import serve as prefect_serve
 
     from flows.kit.registry import DEPLOYMENT_NAME, discover
+    from flows.kit.runtime import refuse_unsafe_start
     from laer.ops_flows import OPS_FLOWS
 
+    refuse_unsafe_start()  # e.g. the default webhook secret outside the demo
     deployments = [
         d.flow.to_deployment(name=DEPLOYMENT_NAME, tags=[f"playbook:{d.playbook.name}"],
                              description=d.playbook.description)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mailbox
+from collections import Counter
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -49,6 +50,10 @@ class LocalSmtp:
     def received(self) -> list[Message]:
         """Messages received since start."""
         return list(self._handler.received) if self._handler else []
+
+    def message_ids(self) -> Counter[str]:
+        """Copies received of each Message-ID: a retry after a lost answer repeats its id."""
+        return Counter(str(m["Message-ID"]) for m in self.received)
 
     def stop(self) -> None:
         """Stop the server."""

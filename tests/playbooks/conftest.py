@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,34 +36,95 @@ def prefect_api(prefect_server: LocalPrefectServer) -> Iterator[str]:
 
 @dataclass
 class Mailbox:
+    """What a real SMTP server received; `refuse` answers the next MAIL FROMs with 451."""
+
     host: str
     port: int
     messages: list[EmailMessage] = field(default_factory=list)
+    refuse: int = 0  # transient refusals still to give
+    refused: int = 0  # transient refusals given
+    drop_after_data: int = 0  # messages to take, then drop the line before answering
+    hold: threading.Event | None = None  # set: MAIL FROM waits until it is set again
+    holding: threading.Event = field(default_factory=threading.Event)
+    peers: list[tuple[str, int]] = field(default_factory=list)  # who said MAIL FROM
+    controller: Controller | None = None
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:  # noqa: N802
+        self.peers.append(session.peer)
+        if self.hold is not None:  # a test kills the sender meanwhile
+            self.holding.set()
+            self.hold.wait(120)
+            self.hold = None
+        if self.refuse > 0:
+            self.refuse -= 1
+            self.refused += 1
+            return "451 4.3.0 try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(msg, EmailMessage)
         self.messages.append(msg)
+        if self.drop_after_data > 0:  # taken, but the sender never hears so
+            self.drop_after_data -= 1
+            server.transport.close()
         return "250 OK"
 
     def to(self, address: str) -> list[EmailMessage]:
         return [m for m in self.messages if m["To"] == address]
+
+    def by_message_id(self) -> Counter[str]:
+        """How many copies of each Message-ID arrived."""
+        return Counter(str(m["Message-ID"]) for m in self.messages)
+
+    def start(self) -> None:
+        self.controller = Controller(self, hostname=self.host, port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        """Take the server down (connections are refused until `start`)."""
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
 
 
 @pytest.fixture
 def mailbox() -> Iterator[Mailbox]:
     """A real aiosmtpd server collecting what the playbooks send."""
     box = Mailbox("127.0.0.1", free_port())
-    controller = Controller(box, hostname=box.host, port=box.port)
-    controller.start()
+    box.start()
     yield box
-    controller.stop()
+    box.stop()
 
 
 @dataclass
 class Hooks:
+    """A webhook receiver: answers from `script` in turn (then 204), records every request."""
+
     url: str
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    # Optional check of each request (headers, body) -> status; its answer overrides 204.
+    check: Callable[[dict[str, str], bytes], int] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
+        with self.lock:
+            self.received.append((headers, body))
+            code, extra = self.script.pop(0) if self.script else (204, {})
+            if code == 204 and self.check is not None:
+                code = self.check(headers, body)
+            self.answered.append(code)
+            return code, extra
+
+    def accepted_ids(self) -> Counter[str]:
+        """How many times each webhook-id was answered with a 2xx."""
+        return Counter(h.get("webhook-id", "") for (h, _), code in zip(self.received,
+                       self.answered, strict=True) if 200 <= code < 300)
 
 
 @pytest.fixture
@@ -73,8 +135,11 @@ def hooks() -> Iterator[Hooks]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            got.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(204)
+            code, extra = got.answer({k.lower(): v for k, v in self.headers.items()}, body)
+            self.send_response(code)
+            for k, v in extra.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", "0")
             self.end_headers()
 
         def log_message(self, *args: Any) -> None:
