@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from laer_domain.events import make_event
 from persistence.tables import OutboxRow, SignalRow
@@ -34,8 +34,13 @@ def test_a_retracted_signal_stops_its_playbook(unique: str, harness: HarnessFact
         kept = s.scalars(select(SignalRow.id).where(
             SignalRow.kind == "ExpansionOpportunity", SignalRow.retracted_at.is_(None))).all()
     assert len(kept) == 1 and kept[0] != first.id
-    # the harness queues every stored signal again: the run starts for the retracted one (the
-    # other is coalesced into it, one open run per account and playbook) and stops at once
+    # had the dispatcher picked it up before the rebuild, its run would start (the harness
+    # queues every stored signal again, and the other one is coalesced into that run: one
+    # open run per account and playbook): it stops at its step and sends nothing
+    with h.sessions() as s:
+        s.execute(update(OutboxRow).where(OutboxRow.signal_id == first.id)
+                  .values(status="pending"))
+        s.commit()
     report = h.run("upsell")
     assert [state for _, state in report.runs] == ["Completed"]
     assert report.actions == [] and mailbox.messages == []
