@@ -15,7 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from consumers.dlq import ERROR_HEADERS, MESSAGE, OFFSET, PARTITION, REASON, TOPIC
+from consumers.dlq import (
+    ERROR_HEADERS,
+    EXCEPTION,
+    MESSAGE,
+    OFFSET,
+    PARTITION,
+    REASON,
+    TOPIC,
+    TRUNCATED,
+)
 from consumers.records import RawRecord, RecordDecoder, headers_as_text, text_or_none
 from consumers.settings import ConsumerSettings, KafkaSettings
 from laer_domain.events import InvalidEvent
@@ -71,6 +80,10 @@ class DeadLetterEntry:
             "partition": self.source_partition, "offset": self.source_offset,
             "key": text_or_none(self.key), "headers": headers_as_text(self.original_headers),
         }
+        for name, header in (("exception", EXCEPTION), ("truncated", TRUNCATED)):
+            found = self._error(header)
+            if found is not None:  # a processing error's class; what a cut copy lost
+                doc[name] = found
         if self.value is None:
             doc["value"] = None
         else:

@@ -16,8 +16,15 @@ EVENTS = Counter("laer_events_total", "Records consumed by event type and outcom
 DEAD_LETTERS = Counter("laer_dead_letters_total", "Records sent to the dead-letter topic",
                        ["reason"])
 SIGNALS = Counter("laer_signals_total", "Signals raised")
+RESEQUENCED = Counter("laer_resequenced_events_total",
+                      "Late events applied by rebuilding their account in event-time order")
 BATCH_SECONDS = Histogram("laer_batch_seconds", "Time to apply and commit one poll batch",
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+RETRIES = Counter(
+    "laer_consumer_retries_total",
+    "Failed attempts the consumer retried, by cause: database, broker, conflict (another "
+    "writer first), record (a record failed and was retried alone or dead-lettered)",
+    ["cause"])
 LAG = Gauge("laer_consumer_lag", "Records behind the end of the partition",
             ["topic", "partition"])
 
@@ -32,10 +39,20 @@ def observe_batch(report: BatchReport, seconds: float) -> None:
     """Count one batch's outcomes."""
     for (event_type, outcome), n in report.outcomes_by_type.items():
         EVENTS.labels(event_type, outcome).inc(n)
+        RESEQUENCED.inc(n if outcome == "resequenced" else 0)
     for dl in report.dead_letters:
         DEAD_LETTERS.labels(dl.reason).inc()
     SIGNALS.inc(report.signals)
+    if report.conflicts:
+        RETRIES.labels("conflict").inc(report.conflicts)
+    if report.record_failures:
+        RETRIES.labels("record").inc(report.record_failures)
     BATCH_SECONDS.observe(seconds)
+
+
+def observe_retry(cause: str) -> None:
+    """Count one failed attempt the loop will retry (database, broker, conflict, record)."""
+    RETRIES.labels(cause).inc()
 
 
 def observe_lag(consumer: Any) -> None:

@@ -7,6 +7,7 @@ hide bad input, so the binding is decoded here and validated strictly by `parse_
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -99,10 +100,32 @@ def _text(value: bytes, name: str) -> str:
         raise InvalidEvent("invalid_encoding", f"{name}: not UTF-8") from None
 
 
+MAX_JSON_DEPTH = 64  # events nest 5 deep; the parser's own limit moves with the stack
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def _too_deep(value: bytes) -> bool:
+    """Whether JSON text nests arrays and objects more than MAX_JSON_DEPTH levels."""
+    if value.count(b"[") + value.count(b"{") <= MAX_JSON_DEPTH:
+        return False  # the usual case, decided in C
+    depth = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub(b'""', value)):
+        depth += 1 if bracket in (b"[", b"{") else -1
+        if depth > MAX_JSON_DEPTH:
+            return True
+    return False
+
+
 def _json(value: bytes, name: str) -> Any:
+    text = _text(value, name)
+    if _too_deep(value):
+        raise InvalidEvent("invalid_json", f"{name}: nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(_text(value, name))
-    except json.JSONDecodeError as exc:
+        return json.loads(text)
+    except RecursionError:  # deeper than the parser's stack (a guard: checked above)
+        raise InvalidEvent("invalid_json", f"{name}: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer literal over 4,300 digits
         raise InvalidEvent("invalid_json", f"{name}: {exc}") from None
 
 

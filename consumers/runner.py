@@ -19,7 +19,9 @@ from kafka.structs import OffsetAndMetadata
 from sqlalchemy.orm import Session, sessionmaker
 
 from consumers import metrics
+from consumers.corrupt import after_failed_poll
 from consumers.dlq import DeadLetterSink
+from consumers.failures import retry_cause
 from consumers.ingest import BatchReport, Ingestor
 from consumers.parking import ParkedSweeper
 from consumers.records import RawRecord
@@ -176,24 +178,38 @@ class ConsumerLoop:
                     except Exception as exc:
                         log.warning("stored offsets unreadable (%s); retrying in %.1fs",
                                     exc, backoff)
+                        metrics.observe_retry(retry_cause(exc, "database"))
                         backoff = self._back_off(backoff)
-                        consumer.poll(timeout_ms=0)  # keep the membership alive meanwhile
+                        self._keep_alive(consumer)
                         continue
                 # poll() returns as soon as any record is fetched (up to max_poll_records; the
                 # timeout only bounds an idle wait), and the next fetch is in flight while a
                 # batch is processed: a batch is what arrived during the previous one, so at a
                 # steady rate batches stay small and latency is about one batch's processing.
-                polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+                try:
+                    polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+                except Exception as exc:  # never out of the loop: that would crash-loop
+                    started = time.perf_counter()
+                    report = after_failed_poll(consumer, k, ingestor, exc)
+                    if report is None:
+                        metrics.observe_retry(retry_cause(exc, "broker"))
+                        backoff = self._back_off(backoff)
+                    else:
+                        metrics.observe_batch(report, time.perf_counter() - started)
+                        self._commit_kafka(consumer, report)
+                    continue
                 records = [RawRecord.from_consumer_record(r)
                            for batch in polled.values() for r in batch]
                 if records:
                     started = time.perf_counter()
                     try:
                         report = ingestor.process(records)
-                    except Exception:
-                        # Database down or similar: rewind to the batch start and try again
-                        # later; nothing is committed, so nothing is lost.
+                    except Exception as exc:
+                        # Database or broker down, or a conflict that outlasted its retries:
+                        # rewind to the batch start and try again later; nothing is committed
+                        # (the parts that were are skipped by their stored offsets).
                         log.exception("batch failed; retrying in %.1fs", backoff)
+                        metrics.observe_retry(retry_cause(exc, "database"))
                         self._rewind(consumer, records)
                         backoff = self._back_off(backoff)
                         continue
@@ -208,12 +224,24 @@ class ConsumerLoop:
                     last_sweep = time.monotonic()
                     try:
                         sweeper.run()
-                    except Exception:
+                    except Exception as exc:
                         log.exception("parked-event sweep failed; will retry")
+                        metrics.observe_retry(retry_cause(exc, "database"))
                     metrics.observe_lag(consumer)
         finally:
             consumer.close()  # leaves the group so partitions move at once
             log.info("consumer stopped")
+
+    def _keep_alive(self, consumer: KafkaConsumer) -> None:
+        """Poll to stay in the group while waiting; records it returns are read again later."""
+        try:
+            polled = consumer.poll(timeout_ms=0)
+        except Exception as exc:  # a corrupt record is met again once the offsets are read
+            log.debug("poll while waiting: %s", exc)
+            return
+        records = [RawRecord.from_consumer_record(r) for batch in polled.values() for r in batch]
+        if records:  # from partitions not waiting for their offsets: not dropped
+            self._rewind(consumer, records)
 
     def _back_off(self, seconds: float) -> float:
         """Wait (unless stopped meanwhile); returns the next wait: twice as long, 10 s at most."""

@@ -67,6 +67,9 @@ class ConsumerSettings(BaseModel):
     poll_timeout_ms: int = Field(default=500, gt=0)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    record_attempts: int = Field(
+        default=3, ge=1,
+        description="tries of a record that fails on its own before it is dead-lettered")
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     account_cache_size: int = Field(
         default=10_000, ge=0,

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from laer_domain.event_types import EVENT_DATA_MODELS, EventType, event_family
-from laer_domain.wire import UtcDateTime, iso, jsonable, parse_instant
+from laer_domain.wire import EventInstant, iso, jsonable, parse_event_instant, storable_text
 
 __all__ = [
     "EVENT_DATA_MODELS",
@@ -39,6 +39,7 @@ __all__ = [
 
 SUBJECT_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 _SUBJECT = re.compile(SUBJECT_PATTERN)
+MAX_ID_LENGTH = 256  # `id` and `source` are stored in columns of this width
 REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time")
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -59,11 +60,11 @@ class CloudEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     specversion: Literal["1.0"] = "1.0"
-    id: str = Field(min_length=1)
-    source: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    source: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     type: str
     subject: str = Field(pattern=SUBJECT_PATTERN)
-    time: UtcDateTime
+    time: EventInstant
     datacontenttype: str | None = None
     data: SerializeAsAny[BaseModel]
 
@@ -118,6 +119,14 @@ def _check_envelope(attributes: Mapping[str, Any]) -> None:
     for name in ("id", "source", "type", "subject", "specversion"):
         if not isinstance(attributes[name], str):
             raise InvalidEvent("schema_violation", f"{name}: must be a string")
+    for name in ("id", "source"):  # any text, but it must fit the ledger and be storable
+        value = attributes[name]
+        if len(value) > MAX_ID_LENGTH or not storable_text(value):
+            raise InvalidEvent(
+                f"invalid_{name}",
+                f"{name}: must be 1..{MAX_ID_LENGTH} characters of text without NUL or lone "
+                "surrogates",
+            )
     if attributes["specversion"] != "1.0":
         raise InvalidEvent("schema_violation", "specversion: only CloudEvents 1.0 is accepted")
     if attributes["type"] not in EVENT_DATA_MODELS:
@@ -141,7 +150,7 @@ def parse_event(
     _check_envelope(attributes)
     event_type: str = attributes["type"]
     try:
-        time = parse_instant(attributes["time"])
+        time = parse_event_instant(attributes["time"])
     except ValueError as exc:
         raise InvalidEvent("schema_violation", f"time: {exc}") from None
     raw_data = attributes.get("data")
@@ -200,11 +209,11 @@ def _schemas() -> dict[str, dict[str, Any]]:
         name = "".join(p.title() for p in event_type.split(".")[-1].split("_")) + "Event"
         fields: dict[str, Any] = {
             "specversion": (Literal["1.0"], ...),
-            "id": (str, Field(min_length=1)),
-            "source": (str, Field(min_length=1)),
+            "id": (str, Field(min_length=1, max_length=MAX_ID_LENGTH)),
+            "source": (str, Field(min_length=1, max_length=MAX_ID_LENGTH)),
             "type": (Literal[event_type], ...),
             "subject": (str, Field(pattern=SUBJECT_PATTERN)),
-            "time": (UtcDateTime, ...),
+            "time": (EventInstant, ...),
             "datacontenttype": (str | None, None),
             "data": (model, ...),
         }

@@ -201,6 +201,9 @@ class Account(BaseModel):
     churned_at: UtcDateTime | None = None
     churn_reason: str | None = None
     last_event_at: UtcDateTime | None = None
+    # (time, id, source) of the latest event on the account's timeline in event-time order;
+    # an event that sorts before it, or before `clock`, is late (`laer_domain.resequence`)
+    latest: tuple[UtcDateTime, str, str] | None = None
 
     @property
     def is_live(self) -> bool:

@@ -9,11 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from laer_domain.wire import (
     Count,
     Currency,
+    EmailAddress,
+    EventInstant,
     Money,
     NonEmptyStr,
     Number,
+    Text,
     TimeZoneName,
-    UtcDateTime,
 )
 
 
@@ -33,17 +35,17 @@ class GoalSpec(Payload):
 class ContactSpec(Payload):
     """A customer contact with channel preferences and time zone."""
 
-    email: NonEmptyStr
-    name: str = ""
-    role: str = ""
+    email: EmailAddress  # one address: a list would reach people nobody named
+    name: Text = ""
+    role: Text = ""
     channels: list[NonEmptyStr] = Field(default_factory=lambda: ["email"])
     timezone: TimeZoneName = "UTC"
     opted_out: bool = False
 
 
 class _Term(Payload):
-    term_start: UtcDateTime
-    term_end: UtcDateTime
+    term_start: EventInstant
+    term_end: EventInstant
 
     @model_validator(mode="after")
     def _ordered(self) -> _Term:
@@ -101,8 +103,8 @@ class SubscriptionRenewed(_Term):
 class SubscriptionCanceled(Payload):
     """laer.billing.subscription_canceled: churn at effective_at."""
 
-    effective_at: UtcDateTime
-    reason: str
+    effective_at: EventInstant
+    reason: Text
 
 
 class Provisioned(Payload):
@@ -112,7 +114,7 @@ class Provisioned(Payload):
 class ActiveUsers(Payload):
     """laer.usage.active_users: distinct active users on a calendar date (UTC)."""
 
-    date: UtcDateTime
+    date: EventInstant
     count: Count
 
 

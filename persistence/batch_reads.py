@@ -15,8 +15,8 @@ from laer_domain.events import CloudEvent
 from laer_domain.model import Account
 from persistence.account_cache import RowStamp
 from persistence.bulk import chunks
-from persistence.rows import account_from_state, parked_event_from_row
-from persistence.tables import AccountRow, ParkedEventRow, ProcessedEventRow
+from persistence.rows import account_from_state, applied_event_from_row, parked_event_from_row
+from persistence.tables import AccountRow, AppliedEventRow, ParkedEventRow, ProcessedEventRow
 
 Key = tuple[str, str]
 
@@ -94,3 +94,11 @@ def parked_events(session: Session, account_ids: Iterable[str]
             .where(ParkedEventRow.account_id.in_(part)).order_by(ParkedEventRow.id))
         for row_id, account_id, event in rows:
             yield row_id, account_id, parked_event_from_row(event)
+
+
+def timeline(session: Session, account_id: str) -> list[CloudEvent]:
+    """The account's stored timeline as events, in the order it was recorded."""
+    t = AppliedEventRow
+    return [applied_event_from_row(account_id, *row) for row in session.execute(
+        select(t.event_id, t.source, t.type, t.time, t.data)
+        .where(t.account_id == account_id).order_by(t.id))]

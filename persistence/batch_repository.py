@@ -1,5 +1,7 @@
 """A batch-scoped lifecycle repository: read once up front, write once at the end.
 
+(Over 300 lines: the buffered reads, the buffered rebuilds and the one write share state.)
+
 `SqlLifecycleRepository` does a few ORM round trips per event (dedup lookup, account load
 and rewrite, signal sequence, flushes), which caps ingestion at a couple of hundred events a
 second. Inside one consumer transaction the same effects can be computed in memory and
@@ -22,6 +24,12 @@ written with a handful of set-based statements:
    health changes, the event timeline, the dedup ledger and parked events;
 4. after the commit, `committed_accounts` hands the written states to the cache.
 
+A late event rebuilds its account (`laer_domain.resequence`); only then is the account's
+timeline read (its rows, plus what this batch buffered for it), and `replace_history`
+swaps the account's buffered records for the rebuild's. `write` then deletes the account's
+stored history rows before it inserts the buffered ones, and settles its stored signals
+(`persistence.history`: retracted, restored, or left alone).
+
 Both repositories map domain objects to rows with `persistence.rows`, so the rows written
 are the same (same tables, columns, order within an account, signal sequence numbering);
 the consumer tests compare both paths with the domain's in-memory reference.
@@ -39,9 +47,11 @@ from sqlalchemy.orm import Session
 
 from laer_domain.events import CloudEvent, EventType
 from laer_domain.model import LIVE_STAGES, Account
+from laer_domain.resequence import History
 from laer_domain.rules import Outcome
-from laer_domain.signals import Signal
+from laer_domain.signals import HealthChange, Signal, StageChange
 from persistence import batch_reads, rows
+from persistence import history as history_sql
 from persistence.account_cache import AccountCache, RowStamp
 from persistence.bulk import chunks, insert_rows, table_of, update_accounts
 from persistence.tables import (
@@ -60,6 +70,11 @@ class ConcurrentUpdate(Exception):
     """Another consumer changed the same rows first; the batch is retried from scratch."""
 
 
+# an outcome's records without its account (a rebuild's history has none): account id,
+# signals, stage changes, health changes
+_Records = tuple[str, tuple[Signal, ...], tuple[StageChange, ...], tuple[HealthChange, ...]]
+
+
 @dataclass
 class BatchRepository:
     """The service's repository for one batch inside one transaction."""
@@ -76,14 +91,21 @@ class BatchRepository:
     _parked_new: dict[str, list[tuple[CloudEvent, Mapping[str, Any] | None]]] = field(
         default_factory=dict)
     _taken_ids: list[int] = field(default_factory=list)
-    _outcomes: list[Outcome] = field(default_factory=list)
-    _events: list[tuple[CloudEvent, str]] = field(default_factory=list)
+    # buffered records, each with its account's generation: a rebuild (`replace_history`)
+    # moves the account to a new one and `write` keeps only the current generation's
+    _outcomes: list[tuple[_Records, int]] = field(default_factory=list)
+    _events: list[tuple[CloudEvent, str, int]] = field(default_factory=list)
+    _generation: dict[str, int] = field(default_factory=dict)  # rebuilt accounts only
+    _timelines: dict[str, list[CloudEvent]] = field(default_factory=dict)  # read or rebuilt
+    _batch_events: dict[str, list[CloudEvent]] = field(default_factory=dict)  # prefetched
 
     # --- reads, once per batch -------------------------------------------------------------
 
     def prefetch(self, events: Iterable[CloudEvent]) -> None:
         """Load what the batch's events will look at (see the module docstring)."""
         events = list(events)
+        for event in events:
+            self._batch_events.setdefault(event.account_id, []).append(event)
         ids = sorted({e.account_id for e in events})
         self._processed.update(batch_reads.processed_keys(self.session, {e.key for e in events}))
         stale: list[str] = []
@@ -161,15 +183,43 @@ class BatchRepository:
 
     def record(self, outcome: Outcome) -> None:
         """Buffer an outcome's signals, stage and health changes."""
-        self._outcomes.append(outcome)
+        account_id = outcome.account.id
+        self._outcomes.append(((account_id, outcome.signals, outcome.stage_changes,
+                                outcome.health_changes), self._generation.get(account_id, 0)))
 
     def record_event(self, event: CloudEvent, account_id: str) -> None:
         """Buffer an event for the account's timeline."""
-        self._events.append((event, account_id))
+        self._events.append((event, account_id, self._generation.get(account_id, 0)))
+        timeline = self._timelines.get(account_id)
+        if timeline is not None:
+            timeline.append(event)
 
     def live_account_ids(self) -> list[str]:
         """Live accounts known to this batch (sweeps do not run through batches)."""
         return sorted(a.id for a in self.accounts.values() if a and a.stage in LIVE_STAGES)
+
+    def timeline(self, account_id: str) -> list[CloudEvent]:
+        """The account's timeline: its stored rows, then what this batch recorded for it."""
+        timeline = self._timelines.get(account_id)
+        if timeline is None:
+            generation = self._generation.get(account_id, 0)
+            timeline = [*batch_reads.timeline(self.session, account_id),
+                        *(e for e, owner, g in self._events
+                          if owner == account_id and g == generation)]
+            self._timelines[account_id] = timeline
+        return list(timeline)
+
+    def upcoming(self, account_id: str) -> list[CloudEvent]:
+        """The account's events in this batch (handled ones too: the service skips those)."""
+        return list(self._batch_events.get(account_id, ()))
+
+    def replace_history(self, account_id: str, history: History) -> None:
+        """Buffer a rebuild's records in place of everything known of the account's."""
+        generation = self._generation[account_id] = self._generation.get(account_id, 0) + 1
+        self._outcomes.append(((account_id, history.signals, history.stage_changes,
+                                history.health_changes), generation))
+        self._events.extend((event, account_id, generation) for event in history.events)
+        self._timelines[account_id] = list(history.events)
 
     # --- the write, once per batch ---------------------------------------------------------
 
@@ -178,17 +228,25 @@ class BatchRepository:
         s = self.session
         now = self.now
         self._write_accounts()
+        current = self._generation
+        outcomes = [r for r, g in self._outcomes if not current or g == current.get(r[0], 0)]
+        events = [(e, a) for e, a, g in self._events if not current or g == current.get(a, 0)]
         # one pass over the outcomes (most have no stage change, many no signal)
         unique: dict[str, Signal] = {}
         stage_changes: list[rows.Row] = []
         health_changes: list[rows.Row] = []
-        for outcome in self._outcomes:
-            if outcome.stage_changes:
-                stage_changes += map(rows.stage_change_row, outcome.stage_changes)
-            if outcome.health_changes:
-                health_changes += map(rows.health_change_row, outcome.health_changes)
-            for signal in outcome.signals:
+        for _, raised, changes, healths in outcomes:
+            if changes:
+                stage_changes += map(rows.stage_change_row, changes)
+            if healths:
+                health_changes += map(rows.health_change_row, healths)
+            for signal in raised:
                 unique.setdefault(signal.id, signal)  # the first, as the ORM path keeps it
+        if current:  # rebuilt accounts: their stored history gives way to the rebuild's
+            history_sql.delete_history(s, current)
+            history_sql.settle(s, history_sql.stored_signals(s, current),
+                               {i: x for i, x in unique.items() if x.account_id in current},
+                               now)
         signals = self._unstored(unique)
         if signals:
             seq = int(s.scalar(select(func.max(SignalRow.seq))) or 0) + 1
@@ -199,7 +257,7 @@ class BatchRepository:
         insert_rows(s, table_of(StageChangeRow), stage_changes)
         insert_rows(s, table_of(HealthChangeRow), health_changes)
         insert_rows(s, table_of(AppliedEventRow), [
-            rows.applied_event_row(e, account_id) for e, account_id in self._events])
+            rows.applied_event_row(e, account_id) for e, account_id in events])
         insert_rows(s, table_of(ProcessedEventRow), [
             rows.processed_event_row(key, account_id, now)
             for key, account_id in self._new_processed.items()])
@@ -227,11 +285,19 @@ class BatchRepository:
             raise ConcurrentUpdate("an account changed under this batch")
 
     def _unstored(self, signals: dict[str, Signal]) -> list[Signal]:
-        """The signals (by id) whose ids are not stored yet (a re-derived one is not new)."""
+        """The signals (by id) whose ids are not stored yet (a re-derived one is not new).
+
+        A stored one that a rebuild had retracted is raised again: it is restored.
+        """
         existing: set[str] = set()
+        again: list[str] = []
         for part in chunks(list(signals)):
-            existing.update(self.session.scalars(
-                select(SignalRow.id).where(SignalRow.id.in_(part))))
+            for signal_id, retracted_at in self.session.execute(
+                    select(SignalRow.id, SignalRow.retracted_at).where(SignalRow.id.in_(part))):
+                existing.add(signal_id)
+                if retracted_at is not None:
+                    again.append(signal_id)
+        history_sql.restore_signals(self.session, again)
         return [signal for signal in signals.values() if signal.id not in existing]
 
     def committed_accounts(self) -> list[tuple[str, RowStamp, Account]]:

@@ -70,7 +70,8 @@ def account_detail(session: Session, account_id: str) -> dict[str, Any] | None:
         "history": [{"from": h.from_stage, "to": h.to_stage, "at": _iso(h.at),
                      "reason": h.reason, "event_id": h.event_id} for h in history],
         "signals": [{"id": s.id, "kind": s.kind, "at": _iso(s.at), "stage": s.stage,
-                     "evidence": s.evidence} for s in signals],
+                     "evidence": s.evidence, "retracted_at": _iso(s.retracted_at)}
+                    for s in signals],
         "playbook_runs": [{"playbook": r.playbook, "flow_run_id": r.flow_run_id,
                            "name": r.flow_run_name, "state": r.state, "signal_id": r.signal_id,
                            "created_at": _iso(r.created_at)} for r in runs],

@@ -11,7 +11,10 @@ from sqlalchemy.orm import Session
 
 from laer_domain.events import CloudEvent
 from laer_domain.model import Account, Stage
-from persistence import rows
+from laer_domain.resequence import History
+from laer_domain.signals import Signal
+from persistence import batch_reads, rows
+from persistence import history as history_sql
 from persistence.rows import orm_values
 from persistence.tables import (
     AccountRow,
@@ -89,10 +92,26 @@ class SqlLifecycleRepository:
             self.session.add(StageChangeRow(**rows.stage_change_row(change)))
         for health in outcome.health_changes:
             self.session.add(HealthChangeRow(**rows.health_change_row(health)))
-        if outcome.signals:
-            self.session.flush()
-            seq = self._next_signal_seq()
+        if not outcome.signals:
+            return
+        self.session.flush()
+        fresh, again = [], []
         for signal in outcome.signals:
+            stored = self.session.get(SignalRow, signal.id)
+            if stored is None:
+                fresh.append(signal)
+            elif stored.retracted_at is not None:  # raised again after a rebuild dropped it
+                again.append(signal.id)
+        history_sql.restore_signals(self.session, again)
+        self._insert_signals(fresh)
+
+    def _insert_signals(self, signals: list[Signal]) -> None:
+        """Store and queue new signals; a signal raised twice is stored once."""
+        if not signals:
+            return
+        self.session.flush()
+        seq = self._next_signal_seq()
+        for signal in signals:
             if self.session.get(SignalRow, signal.id) is not None:
                 continue  # re-derived signal: already stored and queued once
             self.session.add(SignalRow(**rows.signal_row(signal, seq)))
@@ -108,6 +127,31 @@ class SqlLifecycleRepository:
         """Append an event to the account's timeline."""
         self.session.add(AppliedEventRow(
             **orm_values(rows.applied_event_row(event, account_id))))
+
+    def timeline(self, account_id: str) -> list[CloudEvent]:
+        """The account's timeline rows as events, in the order they were recorded."""
+        return batch_reads.timeline(self.session, account_id)
+
+    def upcoming(self, account_id: str) -> list[CloudEvent]:
+        """Nothing known ahead: this repository sees one event at a time."""
+        return []
+
+    def replace_history(self, account_id: str, history: History) -> None:
+        """Replace the account's records by a rebuild's (`persistence.history`)."""
+        self.session.flush()
+        history_sql.delete_history(self.session, [account_id])
+        for change in history.stage_changes:
+            self.session.add(StageChangeRow(**rows.stage_change_row(change)))
+        for health in history.health_changes:
+            self.session.add(HealthChangeRow(**rows.health_change_row(health)))
+        for event in history.events:
+            self.record_event(event, account_id)
+        raised: dict[str, Signal] = {}
+        for signal in history.signals:
+            raised.setdefault(signal.id, signal)  # the first, as `record` keeps it
+        stored = history_sql.stored_signals(self.session, [account_id])
+        history_sql.settle(self.session, stored, raised, _utcnow())
+        self._insert_signals([s for i, s in raised.items() if i not in stored])
 
     def live_account_ids(self) -> list[str]:
         """Accounts that time-based rules still concern (not churned)."""

@@ -83,6 +83,13 @@ def applied_event_row(event: CloudEvent, account_id: str) -> Row:
             "data": JsonText(event.data.model_dump_json())}
 
 
+def applied_event_from_row(account_id: str, event_id: str, source: str, type: str,
+                           time: datetime, data: Mapping[str, Any]) -> CloudEvent:
+    """The event a timeline row holds (what a rebuild of its account replays)."""
+    return CloudEvent.model_validate({"id": event_id, "source": source, "type": type,
+                                      "subject": account_id, "time": time, "data": data})
+
+
 def processed_event_row(key: tuple[str, str], account_id: str, processed_at: datetime) -> Row:
     """A dedup ledger entry: the event's (source, id)."""
     source, event_id = key

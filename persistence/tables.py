@@ -101,6 +101,8 @@ class SignalRow(Base):
     at: Mapped[datetime]
     stage: Mapped[str] = mapped_column(String(16))
     evidence: Mapped[dict[str, Any]]
+    # set when a rebuild of the account (a late event) no longer raises it; never dispatched
+    retracted_at: Mapped[datetime | None]
 
 
 class AppliedEventRow(Base):
@@ -149,7 +151,10 @@ class ConsumerOffsetRow(Base):
 
 
 class OutboxRow(Base):
-    """Signals waiting to be turned into playbook runs by the dispatcher."""
+    """Signals waiting to be turned into playbook runs by the dispatcher.
+
+    `status`: pending, done (runs started), or retracted (its signal was retracted first).
+    """
 
     __tablename__ = "outbox"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

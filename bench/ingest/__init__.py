@@ -5,6 +5,8 @@ In one run, on one broker (its own LocalKafka on a free port unless --bootstrap 
 1. raw kafka-python consumption of N records (no parsing, no commits);
 2. the full pipeline (decode, validate, apply, persist with offsets; `ConsumerLoop` in this
    process) on SQLite and on PostgreSQL;
+   2c. the same on PostgreSQL over a backlog read with the billing topic held back until
+   usage and support are read to their end (its rate, and the events re-sequenced);
 3. produce -> committed latency at a fixed rate (default 1,000 events/s; p50, p99), the
    producer being a separate process;
 4. one vs two `laer consume` processes in one group (PostgreSQL), over a backlog
@@ -15,5 +17,5 @@ Prints a table and writes bench/results/ingest.json.
 """
 
 # `run` holds the command line and the order; each measurement has its module (`raw`,
-# `floor`, `pipeline`, `latency`, `processes`, with `memory` for the RSS figures), and
-# `report` draws the table.
+# `floor`, `pipeline`, `held_back`, `latency`, `processes`, with `memory` for the RSS
+# figures), and `report` draws the table.

@@ -28,7 +28,7 @@ def in_process_loop(bootstrap: str, topics: Topics, db_url: str, group_prefix: s
     return loop, engine
 
 
-def _records_in(report: Any) -> int:
+def records_in(report: Any) -> int:
     """Every record a batch report accounts for, whatever became of it."""
     return int(report.applied + report.duplicates + report.parked + report.skipped
                + len(report.dead_letters))
@@ -43,7 +43,7 @@ def measure_pipeline(bootstrap: str, topics: Topics, n: int, db_url: str) -> dic
 
     def on_batch(report: Any) -> None:
         nonlocal total
-        total += _records_in(report)
+        total += records_in(report)
         marks.append((time.perf_counter(), total))
         if total >= n:
             loop.stop()

@@ -27,6 +27,15 @@ def report(r: dict[str, Any]) -> Table:
         target = " (target >= 0.5x)" if db == "postgresql" else ""
         table.add_row(f"2. full pipeline, {db}", str(p["events"]), f"{p['rate']:,} ev/s",
                       f"{p['rate'] / raw:.2f}x raw{target}")
+    held = r.get("held_back_postgresql")
+    if held:
+        pipeline = r["pipeline_postgresql"]["rate"]
+        table.add_row("2c. full pipeline, billing held back, postgresql", str(held["events"]),
+                      f"{held['rate']:,} ev/s",
+                      f"{held['rate'] / pipeline:.2f}x all topics at once; "
+                      f"{held['resequenced']:,} re-sequenced; usage and support first: "
+                      f"{held['first_phase']['rate']:,} ev/s (all parked), then billing: "
+                      f"{held['held_phase']['rate']:,} ev/s ({held['held_back']:,} events)")
     lat = r["latency_postgresql"]
     table.add_row(f"3. produce->committed @ {lat.get('rate', 0):.0f} ev/s, postgresql",
                   str(lat.get("events")), f"p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms",

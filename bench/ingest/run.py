@@ -17,6 +17,7 @@ from rich.console import Console
 import bench.ingest
 from bench.database import PG_DEFAULT, reset
 from bench.ingest.floor import measure_floor
+from bench.ingest.held_back import measure_held_back
 from bench.ingest.latency import measure_latency
 from bench.ingest.pipeline import measure_pipeline
 from bench.ingest.processes import measure_processes
@@ -72,6 +73,10 @@ def _measure(args: argparse.Namespace, bootstrap: str, home: Path, console: Cons
     console.print("2. full pipeline on PostgreSQL ...")
     results["pipeline_postgresql"] = measure_pipeline(
         bootstrap, main_topics, args.events, reset(args.postgres, home))
+    console.print("2c. full pipeline, billing held back until usage and support are read "
+                  "(PostgreSQL) ...")
+    results["held_back_postgresql"] = measure_held_back(
+        bootstrap, args.partitions, args.events, reset(args.postgres, home))
     console.print(f"3. latency at {args.rate:.0f} events/s (PostgreSQL) ...")
     results["latency_postgresql"] = measure_latency(
         bootstrap, fresh_topics(bootstrap, args.partitions), reset(args.postgres, home),

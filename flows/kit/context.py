@@ -21,6 +21,7 @@ class SignalInfo:
     at: datetime
     stage: str
     evidence: dict[str, Any]
+    retracted_at: datetime | None = None  # a rebuild of the account no longer raises it
 
     @property
     def details(self) -> dict[str, Any]:

@@ -95,6 +95,8 @@ def run_playbook(playbook: Playbook, steps: Sequence[Step], should_stop: ExitChe
     ctx: StepContext | None = None
     if signal is None:
         result.stopped = f"signal {signal_id} not found"
+    elif signal.retracted_at is not None:  # a late event rebuilt the account without it
+        result.stopped = f"signal {signal_id} retracted at {signal.retracted_at.isoformat()}"
     elif account is None:
         result.stopped = f"account {account_id} not found"
     else:

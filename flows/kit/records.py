@@ -14,7 +14,7 @@ from persistence.upsert import insert_if_absent
 
 
 def _info(row: SignalRow) -> SignalInfo:
-    return SignalInfo(row.id, row.kind, row.at, row.stage, dict(row.evidence))
+    return SignalInfo(row.id, row.kind, row.at, row.stage, dict(row.evidence), row.retracted_at)
 
 
 def load_signal(signal_id: str) -> SignalInfo | None:
@@ -32,7 +32,7 @@ def coalesced_signals(account_id: str, signal: SignalInfo) -> list[SignalInfo]:
     with runtime().sessions() as session:
         rows = session.scalars(select(SignalRow).where(
             SignalRow.account_id == account_id, SignalRow.at == signal.at,
-            SignalRow.kind == signal.kind))
+            SignalRow.kind == signal.kind, SignalRow.retracted_at.is_(None)))
         return [_info(r) for r in rows]
 
 

@@ -52,15 +52,28 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A migrated database of each kind, for ingestion without a broker (`offline`)."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
 def wait_for_topics(bootstrap: str, topics: list[str], timeout: float = 30) -> None:
-    """Until the broker's metadata lists every partition of the new topics."""
-    from kafka import KafkaConsumer
+    """Until the broker's metadata lists every partition of the new topics, with a leader."""
+    from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(len(consumer.partitions_for_topic(t) or ()) == 4 for t in topics):
+            consumer.topics()  # fresh metadata: a new partition may lack a leader at first
+            cluster = consumer._client.cluster
+            if all(len(consumer.partitions_for_topic(t) or ()) == 4 for t in topics) and all(
+                    cluster.leader_for_partition(TopicPartition(t, p)) not in (None, -1)
+                    for t in topics for p in range(4)):
                 return
             time.sleep(0.2)
         raise AssertionError(f"topics {topics} never appeared in the metadata")
@@ -133,8 +146,10 @@ class Harness:
 
     def producer(self) -> KafkaProducer:
         if self._producer is None:
+            # retries over ~10 s: a busy broker may elect a new partition's leader late
             self._producer = KafkaProducer(bootstrap_servers=self.broker.bootstrap, acks="all",
-                                           linger_ms=5, retries=20, reconnect_backoff_ms=200)
+                                           linger_ms=5, retries=40, retry_backoff_ms=250,
+                                           reconnect_backoff_ms=200)
         return self._producer
 
     def produce(self, events: Round, rate: float | None = None) -> None:

@@ -90,8 +90,60 @@ def bad_corpus(topics: dict[str, str]) -> list[tuple[str, str, tuple[Any, ...]]]
         ("unsupported content type", "unsupported_content_type",
          (b, b"bad-1", json.dumps(ok).encode(), [("content-type", b"text/plain")])),
         ("tombstone", "empty_record", (b, b"bad-1", None, [])),
+        *poison_corpus(topics),
     ]
     return corpus
+
+
+def poison_corpus(topics: dict[str, str]) -> list[tuple[str, str, tuple[Any, ...]]]:
+    """The records of issue 12 that used to stall their partition (each failed at the rules
+    or at write time with an exception other than InvalidEvent)."""
+    b, u, s = topics["billing"], topics["usage"], topics["support"]
+    ok = start("bad-1")
+    deep = "[" * 1000 + "]" * 1000
+    body = json.dumps(ok)
+    _, binary_value, binary_headers = encode(usage("bad-2"), "binary")
+
+    def data(**changes: Any) -> tuple[Any, ...]:
+        return (b, *structured({**ok, "data": {**ok["data"], **changes}}))
+
+    escalation = make_event("laer.support.ticket_escalated", "good-00", T0, {"ticket_id": "t"})
+    return [
+        ("JSON nested 1,000 deep", "invalid_json",
+         (b, b"bad-1", (body[:-1] + f', "x": {deep}}}').encode(), STRUCTURED)),
+        ("binary mode, data nested 1,000 deep", "invalid_json",
+         (u, b"bad-2", (binary_value[:-1].decode() + f', "x": {deep}}}').encode(),
+          binary_headers)),
+        ("integer literal over 4,300 digits", "invalid_json",
+         (b, b"bad-1", (body[:-1] + ', "x": ' + "7" * 4301 + "}").encode(), STRUCTURED)),
+        ("time before year 1 in UTC", "schema_violation",
+         (b, *structured({**ok, "time": "0001-01-01T00:30:00+01:00"}))),
+        ("time after year 9999 in UTC", "schema_violation",
+         (b, *structured({**ok, "time": "9999-12-31T23:00:00-05:00"}))),
+        ("term_start at the calendar's edge", "schema_violation",
+         data(term_start="0001-01-01T00:30:00+01:00")),
+        ("term_end 9999-12-31", "schema_violation", data(term_end="9999-12-31")),
+        ("time zone naming a folder", "schema_violation",
+         data(contacts=[{"email": "a@b.c", "timezone": "America"}])),
+        ("time zone of 300 characters", "schema_violation",
+         data(contacts=[{"email": "a@b.c", "timezone": "A" * 300}])),
+        ("two e-mail addresses in one", "schema_violation",
+         data(contacts=[{"email": "a@b.c, victim@x.com"}])),
+        ("active_users dated year 1", "schema_violation", (u, *structured(make_event(
+            "laer.usage.active_users", "good-00", T0, {"date": "0001-01-01", "count": 1})))),
+        ("escalation in year 1", "schema_violation",
+         (s, *structured({**escalation, "time": "0001-01-02T00:00:00Z"}))),
+        ("id with a lone surrogate", "invalid_id", (b, *structured({**ok, "id": "x\ud800"}))),
+        ("id with NUL", "invalid_id", (b, *structured({**ok, "id": "x\x00"}))),
+        ("id of 257 characters", "invalid_id", (b, *structured({**ok, "id": "i" * 257}))),
+        ("source with a lone surrogate", "invalid_source",
+         (b, *structured({**ok, "source": "\udfff"}))),
+        ("binary mode, source with NUL", "invalid_source",
+         (u, b"bad-2", binary_value,
+          [h for h in binary_headers if h[0] != "ce_source"] + [("ce_source", b"s\x00")])),
+        ("source of 300 characters", "invalid_source",
+         (b, *structured({**ok, "source": "s" * 300}))),
+    ]
 
 
 def test_bad_records_go_to_the_dlq_with_reasons_good_ones_apply(
@@ -99,7 +151,7 @@ def test_bad_records_go_to_the_dlq_with_reasons_good_ones_apply(
     h: Harness = harness_factory(kafka_broker, db_url)
     proc = h.start()
     corpus = bad_corpus(h.topics)
-    assert len({kind for kind, _, _ in corpus}) >= 20
+    assert len({kind for kind, _, _ in corpus}) == len(corpus) >= 40
     good: list[dict[str, Any]] = []
     bad: dict[tuple[str, int, int], tuple[str, str, tuple[Any, ...]]] = {}
     for n, (kind, reason, (topic, key, value, headers)) in enumerate(corpus):

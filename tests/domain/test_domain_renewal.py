@@ -132,7 +132,7 @@ def test_churned_account_records_events_but_raises_nothing(sim: Sim) -> None:
     sim.sweep(day(400))
     assert sim.stage() is Stage.CHURNED
     before = len(sim.repo.signals)
-    for kind, data in [
+    for n, (kind, data) in enumerate([
         (
             "billing.payment_failed",
             {"invoice_id": "x", "amount": 1, "currency": "EUR", "attempt": 1},
@@ -149,8 +149,9 @@ def test_churned_account_records_events_but_raises_nothing(sim: Sim) -> None:
         ),
         ("usage.limit_reached", {"limit": "x", "used": 5, "allowed": 1}),
         ("support.survey_response", {"kind": "csat", "score": 1}),
-    ]:
-        result = sim.send(kind, day(401), data)
+    ]):
+        # ids in event-time order: same-instant events are ordered by id
+        result = sim.send(kind, day(401), data, id=f"late-{n}")
         assert result.status == "applied" and result.signals == ()
     assert len(sim.repo.signals) == before and sim.stage() is Stage.CHURNED
     assert len([e for a, e in sim.repo.events if a == "acme"]) == 2 + 1 + 4

@@ -174,12 +174,16 @@ def test_churned_account_has_no_open_risk() -> None:
 def test_state_stays_bounded_under_a_flood() -> None:
     sim = adopted()
     for n in range(210):
+        # sent in event-time order, ties by id (an event that sorts earlier would rebuild)
         at = day(2, hours=n)
-        sim.send("usage.feature_used", at, {"feature": f"f{n}", "count": 1})
-        sim.send("support.ticket_opened", at, {"ticket_id": f"t{n}", "priority": "low"})
-        sim.send("support.ticket_escalated", at, {"ticket_id": f"t{n}"})
-        sim.send("usage.limit_reached", at, {"limit": f"l{n}", "used": 2, "allowed": 1})
-        sim.active(day(2 + n), n % 10)
+        sim.send("usage.feature_used", at, {"feature": f"f{n}", "count": 1}, id=f"{n:03}a")
+        sim.send("support.ticket_opened", at, {"ticket_id": f"t{n}", "priority": "low"},
+                 id=f"{n:03}b")
+        sim.send("support.ticket_escalated", at, {"ticket_id": f"t{n}"}, id=f"{n:03}c")
+        sim.send("usage.limit_reached", at, {"limit": f"l{n}", "used": 2, "allowed": 1},
+                 id=f"{n:03}d")
+        sim.send("usage.active_users", at, {"date": day(2 + n).date().isoformat(),
+                                            "count": n % 10}, id=f"{n:03}e")
     account = sim.account()
     assert len(account.feature_usage) <= 64
     assert len(account.open_tickets) <= 200

@@ -31,9 +31,9 @@ def test_duplicate_changes_nothing(sim: Sim) -> None:
 def test_same_id_from_another_source_is_applied(sim: Sim) -> None:
     sim.start()
     sim.send("support.ticket_opened", day(1), {"ticket_id": "a", "priority": "low"}, id="x")
-    other = sim.send(
+    other = sim.send(  # an hour later: at the same instant the ids' order would decide
         "support.ticket_opened",
-        day(1),
+        day(1, 1),
         {"ticket_id": "b", "priority": "low"},
         id="x",
         source="desk-2",

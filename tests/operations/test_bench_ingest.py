@@ -32,6 +32,10 @@ def test_every_measurement_runs_and_is_written(kafka_broker: LocalKafka, postgre
     assert r["raw"]["events"] >= 2000 and r["raw"]["rate"] > 0
     for phase in ("floor_postgresql", "pipeline_sqlite", "pipeline_postgresql"):
         assert r[phase]["events"] == 2000 and r[phase]["rate"] > 0, phase
+    held = r["held_back_postgresql"]
+    assert held["events"] == 2000 and held["rate"] > 0
+    assert 0 < held["held_back"] < 2000 and held["resequenced"] > 0  # billing came late
+    assert "held back" in done.stdout
     lat = r["latency_postgresql"]
     assert lat["events"] == 600  # every paced record was matched to its commit
     assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]

@@ -14,9 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-# Chained to 0002 (retracted signals, added on another branch). Until that branch is merged
-# this file chains to 0001; the merge sets it to "0002".
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
