@@ -84,10 +84,11 @@ def upsert_action(factory: sessionmaker[Session], *, key: str, status: str,
 
 def sent_to(factory: sessionmaker[Session], recipient: str, limit: int = 200
             ) -> list[ActionRow]:
-    """The latest messages sent to a recipient, from every playbook and account."""
+    """The latest messages sent, or on their way, to a recipient, from every playbook."""
+    # A message still being tried will arrive too: it counts against the frequency cap.
     with factory() as session:
         return list(session.scalars(
             select(ActionRow).where(ActionRow.recipient == recipient,
-                                    ActionRow.status == "sent",
+                                    ActionRow.status.in_(("sent", "pending", "retrying")),
                                     ActionRow.kind.in_(("email", "webhook")))
             .order_by(ActionRow.id.desc()).limit(limit)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -143,8 +144,10 @@ def test_webhook_contacts_get_a_signed_post(unique: str, harness: HarnessFactory
     h.run("churn_rescue")
     assert mailbox.messages == []
     headers, body = hooks.received[0]
-    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(headers["x-laer-signature"], expected)
+    content = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = "v1," + base64.b64encode(
+        hmac.new(SECRET.encode(), content, hashlib.sha256).digest()).decode()
+    assert hmac.compare_digest(headers["webhook-signature"], expected)
     payload = json.loads(body)
     assert payload["account_id"] == acc and payload["message"] == "churn_rescue_outreach"
     assert payload["to"] == f"buyer@{acc}.example"
