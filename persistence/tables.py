@@ -185,6 +185,38 @@ class PlaybookRunRow(Base):
     updated_at: Mapped[datetime]
 
 
+class PlaybookStepRow(Base):
+    """One step of a playbook run, due at a wall-clock instant: the durable wait and the queue.
+
+    `status`: due (waiting for `due_at`), running (leased by an executor until `lease_until`),
+    done, or failed (gave up after its attempts; `laer` can put it back). A lease that ran
+    out is taken over, so a step whose executor died runs again, with the same idempotency
+    keys for its effects.
+    """
+
+    __tablename__ = "playbook_steps"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(320), unique=True)
+    account_id: Mapped[str] = mapped_column(String(128), index=True)
+    playbook: Mapped[str] = mapped_column(String(64))
+    signal_id: Mapped[str] = mapped_column(String(64), index=True)
+    step: Mapped[str] = mapped_column(String(64))
+    run_name: Mapped[str] = mapped_column(String(256))  # playbook/ACCOUNT/step
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    due_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default="due")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    task_run_id: Mapped[str | None] = mapped_column(String(64))  # its Prefect task run
+    outcome: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]
+    __table_args__ = (Index("ix_playbook_steps_status_due_at", "status", "due_at"),)
+
+
 class ActionRow(Base):
     """An outbound effect of a playbook: email, webhook or task; sent, suppressed or deferred."""
 
