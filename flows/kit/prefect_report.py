@@ -10,6 +10,7 @@ step did; this is the view, so a Prefect outage delays it and never stops a step
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -67,12 +68,16 @@ class StepReporter:
     """Reports executed steps to the Prefect API from background threads, in order of arrival."""
 
     def __init__(self, *, artifact_threads: int = 4, max_backlog: int = 20_000) -> None:
+        # Prefect's settings (its API URL) may live in a context variable: threads copy it.
+        self._context = contextvars.copy_context()
         self._queue: queue.Queue[StepReport | None] = queue.Queue(maxsize=max_backlog)
         self._artifacts = ThreadPoolExecutor(artifact_threads, thread_name_prefix="laer-art")
         self._local = threading.local()
-        self._thread = threading.Thread(target=self._run, name="laer-step-reporter",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._context.copy().run, args=(self._run,),
+                                        name="laer-step-reporter", daemon=True)
         self._started = False
+        self._pending = 0  # reports not yet fully sent
+        self._idle = threading.Condition()
         self.reported = 0
         self.failed = 0
 
@@ -81,7 +86,23 @@ class StepReporter:
         if not self._started:
             self._started = True
             self._thread.start()
+        with self._idle:
+            self._pending += 1
         self._queue.put(report)
+
+    def _done(self) -> None:
+        with self._idle:
+            self._pending -= 1
+            self._idle.notify_all()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every report so far is sent (events handed to Prefect's worker)."""
+        with self._idle:
+            sent = self._idle.wait_for(lambda: self._pending == 0, timeout)
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=timeout)
+        return sent
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
@@ -105,6 +126,8 @@ class StepReporter:
         except Exception as exc:  # the view lags; the step's rows are the record
             self.failed += 1
             log.warning("artifact of %s not published: %s", report.name, exc)
+        finally:
+            self._done()
 
     def _run(self) -> None:
         while True:
@@ -117,7 +140,10 @@ class StepReporter:
                 self.failed += 1
                 log.warning("task run of %s not reported: %s", report.name, exc)
             if report.markdown:
-                self._artifacts.submit(self._artifact, report)
+                self._artifacts.submit(self._context.copy().run, self._artifact, report)
+            else:
+                self.reported += 1
+                self._done()
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is queued (within `timeout`), then stop the threads."""

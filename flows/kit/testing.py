@@ -29,7 +29,7 @@ from sqlalchemy import func, select, update
 from flows.kit.executor import ExecutorOptions, StepExecutor
 from flows.kit.prefect_report import StepReporter
 from flows.kit.registry import Discovered, discover
-from flows.kit.runtime import reset_runtime, runtime
+from flows.kit.runtime import reset_runtime
 from flows.kit.steps import OPEN
 from laer_domain.events import parse_event
 from laer_domain.policy import Policy
@@ -130,25 +130,26 @@ class PlaybookHarness:
         report = asyncio.run(dispatcher.drain(limit=10_000))
         return report.started
 
-    def executor(self, name: str) -> StepExecutor:
-        """A step executor for `name` alone, on the flows' own runtime (as `laer serve`)."""
-        found = self.find(name)
-        return StepExecutor(runtime().sessions, {name: found},
-                            ExecutorOptions(threads=1, poll_s=0.01), reporter=self.reporter)
+    def executor(self, name: str, options: ExecutorOptions | None = None) -> StepExecutor:
+        """A step executor for `name` alone (steps reach the database as `laer serve`'s do)."""
+        return StepExecutor(self.sessions, {name: self.find(name)},
+                            options or ExecutorOptions(threads=1, poll_s=0.01),
+                            reporter=self.reporter)
 
     def _next_due(self, name: str) -> datetime | None:
         with self.sessions() as session:
             return session.scalar(select(func.min(PlaybookStepRow.due_at)).where(
                 PlaybookStepRow.playbook == name, PlaybookStepRow.status.in_(OPEN)))
 
-    def run(self, name: str, *, horizon_s: float = 30.0, max_runs: int = 40) -> RunReport:
+    def run(self, name: str, *, horizon_s: float = 30.0, max_runs: int = 40,
+            options: ExecutorOptions | None = None) -> RunReport:
         """Dispatch `name`, then execute its steps (follow-ups and retries too), each at its
         due time, until none is left.
 
         A step due more than `horizon_s` from now is left queued (see RunReport.pending).
         """
         self.dispatch(name)
-        executor = self.executor(name)
+        executor = self.executor(name, options)
         report = RunReport()
         while len(report.runs) < max_runs:
             due = self._next_due(name)

@@ -175,7 +175,7 @@ def harness(prefect_api: str, mailbox: Mailbox, tmp_path: Path
         base = {"LAER_SMTP__HOST": mailbox.host, "LAER_SMTP__PORT": str(mailbox.port),
                 "LAER_WEBHOOK_SECRET": SECRET, "LAER_PLAYBOOK_DAY_SECONDS": "0.01",
                 "LAER_STATE_DIR": str(tmp_path / "state")}
-        h = PlaybookHarness(url, env={**base, **env}).__enter__()
+        h = PlaybookHarness(url, env={**base, **env}, report_to_prefect=True).__enter__()
         made.append(h)
         return h
 

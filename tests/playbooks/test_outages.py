@@ -12,16 +12,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
-from uuid import UUID
 
-from prefect.client.orchestration import get_client
 from sqlalchemy import select
 
-from flows.kit.reconcile import reconcile_playbooks
 from laer.local.prefect_server import prefect_env
 from laer.local.processes import ManagedProcess
 from laer_domain.events import make_event
-from persistence.tables import ActionRow, PlaybookRunRow
+from persistence.tables import ActionRow, PlaybookStepRow
 from tests.playbooks.conftest import T0, HarnessFactory, Hooks, Mailbox, contact, landing
 from tests.playbooks.test_playbooks import _failed_payment
 
@@ -111,7 +108,7 @@ def _socket_owner(local_port: int, remote_port: int) -> int:
     raise AssertionError(f"no process owns socket inode {inode}")
 
 
-def test_a_worker_killed_mid_step_resumes_and_sends_everything_once(
+def test_an_executor_killed_mid_step_is_taken_over_and_sends_everything_once(
         unique: str, harness: HarnessFactory, mailbox: Mailbox, database_url: str,
         prefect_api: str, tmp_path: Path) -> None:
     acc = f"killed-{unique}"
@@ -119,45 +116,36 @@ def test_a_worker_killed_mid_step_resumes_and_sends_everything_once(
     h.feed([*landing(acc), _failed_payment(acc, 8)])
     env = prefect_env(tmp_path / "worker-prefect", api_url=prefect_api)
     env.update(h.env)
-    env.update({"PREFECT_RUNNER_POLL_FREQUENCY": "1", "PYTHONPATH": os.getcwd()})
-    worker = ManagedProcess("serve", ["serve"], env, tmp_path / "logs").start()
+    env.update({"PYTHONPATH": os.getcwd()})
+    serve = ["serve", "--no-ops", "--lease-s", "3"]
+    first = ManagedProcess("serve", serve, env, tmp_path / "logs").start()
     try:
         mailbox.hold = threading.Event()  # the first MAIL FROM waits: the step is mid-send
         assert h.dispatch("churn_rescue") == 1
-        wait_for(lambda: mailbox.holding.is_set(), "the step to reach SMTP", alive=worker)
-        peer_port = mailbox.peers[-1][1]
-        os.kill(_socket_owner(peer_port, mailbox.port), 9)  # the flow run's process dies
+        wait_for(lambda: mailbox.holding.is_set(), "the step to reach SMTP", alive=first)
+        assert first.process is not None
+        assert _socket_owner(mailbox.peers[-1][1], mailbox.port) == first.process.pid
+        first.kill()  # the executor dies mid-send, holding the step's lease
         mailbox.hold.set()
-
-        with h.sessions() as s:
-            first = s.scalar(select(PlaybookRunRow.flow_run_id).where(
-                PlaybookRunRow.account_id == acc))
-        assert first is not None
-
-        def crashed() -> bool:
-            with get_client(sync_client=True) as client:
-                state = client.read_flow_run(UUID(first)).state
-            return state is not None and state.name == "Crashed"
-
-        wait_for(crashed, "Prefect to mark the killed run Crashed", alive=worker)
-        reconcile_playbooks()  # the cron would; a second pass makes no second run
-        reconcile_playbooks()
-
+    finally:
+        first.stop()
+    second = ManagedProcess("serve-2", serve, env, tmp_path / "logs").start()
+    try:
         def last_step_done() -> bool:
             with h.sessions() as s:
-                return s.scalar(select(PlaybookRunRow.id).where(
-                    PlaybookRunRow.account_id == acc, PlaybookRunRow.state == "Completed",
-                    PlaybookRunRow.flow_run_name == f"churn_rescue/{acc}/day-7")) is not None
+                return s.scalar(select(PlaybookStepRow.id).where(
+                    PlaybookStepRow.account_id == acc, PlaybookStepRow.status == "done",
+                    PlaybookStepRow.step == "day-7")) is not None
 
-        wait_for(last_step_done, "the playbook's last step", alive=worker)
+        wait_for(last_step_done, "the playbook's last step", alive=second)
     finally:
-        worker.stop()
+        second.stop()
     with h.sessions() as s:
-        keys = list(s.scalars(select(PlaybookRunRow.idempotency_key).where(
-            PlaybookRunRow.account_id == acc)))
+        steps = list(s.execute(select(PlaybookStepRow.step, PlaybookStepRow.attempts).where(
+            PlaybookStepRow.account_id == acc).order_by(PlaybookStepRow.id)).tuples())
         actions = list(s.scalars(select(ActionRow).where(ActionRow.account_id == acc)
                                  .order_by(ActionRow.id)))
-    assert len([k for k in keys if k.endswith(":resume")]) == 1
+    assert steps == [("start", 2), ("day-7", 1)]  # taken over once its lease ran out
     assert [(a.kind, a.status) for a in actions] == [
         ("task", "open"), ("email", "sent"), ("email", "sent"), ("task", "open")]
     assert sorted(mailbox.by_message_id().values()) == [1, 1]
