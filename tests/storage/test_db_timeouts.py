@@ -15,11 +15,19 @@ from sqlalchemy.exc import OperationalError
 
 from consumers.failures import classify, is_infrastructure
 from laer.bootstrap import Container
-from laer.settings import SettingsError, load_policy, load_settings
 from laer.local.postgres import reset_postgres
+from laer.settings import SettingsError, load_policy, load_settings
 from persistence.database_url import DbTimeouts
 from persistence.db import make_engine, upgrade
-from tests.consumers.offline import Feed, Letters, applied_ids, ingestor, start, stored_offsets, ticket
+from tests.consumers.offline import (
+    Feed,
+    Letters,
+    applied_ids,
+    ingestor,
+    start,
+    stored_offsets,
+    ticket,
+)
 
 FAST = DbTimeouts(connect_s=2, lock_s=0.5, statement_s=5)
 
