@@ -31,7 +31,10 @@ Kind = Literal["conflict", "database", "broker", "record"]
 # an untranslatable character), integrity violations other than a duplicate key, and
 # program limits (a value too large for an index row)
 _RECORD_CLASSES = ("22", "23", "54")
-_CONFLICT_STATES = frozenset({"40001", "40P01", "23505", "55P03"})  # 55P03: lock timeout
+# retried in place at once; not 55P03 (lock timeout): a lock held that long is an outage of
+# sorts, and 20 in-place waits of LAER_DB_LOCK_TIMEOUT_S each would outlast max_poll_interval,
+# so it goes back to the loop as a database failure (rewound, backed off, polled meanwhile)
+_CONFLICT_STATES = frozenset({"40001", "40P01", "23505"})
 
 
 class DeadLetterUnsent(Exception):

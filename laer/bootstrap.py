@@ -51,7 +51,7 @@ class Container:
                 from pathlib import Path
 
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return make_engine(self.settings.database_url)
+        return make_engine(self.settings.database_url, self.settings.db_timeouts())
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

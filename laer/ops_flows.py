@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime
 
 from prefect import flow, task
@@ -11,19 +10,16 @@ from sqlalchemy import func, select
 
 from flows.kit.reconcile import reconcile_playbooks
 from laer.bootstrap import container
-from laer_domain.service import LifecycleService
+from persistence.sweep import sweep_in_chunks
 from persistence.tables import AccountRow
 
 
 @task(retries=3, retry_delay_seconds=5)
 def sweep_accounts(at: datetime) -> dict[str, int]:
-    """Apply every time-based rule due by `at` to every live account."""
+    """Apply every time-based rule due by `at` to every live account, a chunk at a time."""
     c = container()
-    with c.uow() as uow:
-        outcomes = LifecycleService(uow.accounts, c.policy).sweep(at)
-        uow.commit()
-    kinds = Counter(s.kind.value for o in outcomes for s in o.signals)
-    return dict(kinds)
+    report = sweep_in_chunks(c.sessions, c.policy, at, chunk_size=c.settings.sweep_chunk_size)
+    return dict(report.signals)
 
 
 @flow(name="daily-sweep", flow_run_name="daily-sweep/{at}")

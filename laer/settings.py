@@ -6,14 +6,14 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.settings import ConsumerSettings, KafkaSettings
 from dispatch.settings import PrefectSettings
 from flows.kit.settings import SmtpSettings
 from laer_domain.policy import Policy
-from persistence.database_url import DatabaseUrl
+from persistence.database_url import DatabaseUrl, DbTimeouts
 
 __all__ = ["ConsumerSettings", "KafkaSettings", "PrefectSettings", "Settings", "SettingsError",
            "PolicySettings", "SmtpSettings", "load_policy", "load_settings"]
@@ -26,6 +26,14 @@ class Settings(BaseSettings):
                                       extra="ignore")
 
     database_url: DatabaseUrl = "sqlite:///.laer/laer.db"
+    # PostgreSQL only (SQLite keeps its 30 s busy timeout): a lock wait or statement past its
+    # limit fails, and the consumer retries its batch; keep the lock wait well under the
+    # consumer's 300 s max_poll_interval
+    db_connect_timeout_s: int = Field(default=10, ge=1)
+    db_lock_timeout_s: float = Field(default=30.0, gt=0)
+    db_statement_timeout_s: float = Field(default=120.0, gt=0)
+    # accounts per sweep transaction (each locked while its chunk is swept)
+    sweep_chunk_size: int = Field(default=200, ge=1)
     state_dir: Path = Path(".laer")
     kafka: KafkaSettings = KafkaSettings()
     consumer: ConsumerSettings = ConsumerSettings()
@@ -35,6 +43,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # json: one object per line (time, level, logger, message, exception) for log shippers
     log_format: Literal["text", "json"] = "text"
+
+    def db_timeouts(self) -> DbTimeouts:
+        """The PostgreSQL session limits these settings describe."""
+        return DbTimeouts(self.db_connect_timeout_s, self.db_lock_timeout_s,
+                          self.db_statement_timeout_s)
 
 
 class PolicySettings(BaseSettings, Policy):

@@ -6,7 +6,7 @@ copies and are kept together.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -125,13 +125,13 @@ class LifecycleService:
         """
         return EventBatch(self, reload)
 
-    def sweep(self, at: datetime) -> list[Outcome]:
-        """Apply due time-based rules to every live account as of `at`."""
+    def sweep(self, at: datetime, accounts: Iterable[Account] | None = None) -> list[Outcome]:
+        """Apply due time-based rules as of `at` to `accounts` (the caller read and locked
+        them, a chunk at a time), or to every live account of the repository."""
         outcomes: list[Outcome] = []
-        for account_id in self.repo.live_account_ids():
-            account = self.repo.get(account_id)
-            if account is None:
-                continue
+        if accounts is None:
+            accounts = (a for i in self.repo.live_account_ids() if (a := self.repo.get(i)))
+        for account in accounts:
             outcome = sweep(account, at, self.policy)
             if outcome.account != account:
                 self.repo.add_or_update(outcome.account)

@@ -8,15 +8,19 @@ from __future__ import annotations
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+
+from persistence.database_url import DbTimeouts
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine tuned for this app: SQLite in WAL mode with a busy timeout, pooled PostgreSQL."""
+def make_engine(url: str, timeouts: DbTimeouts | None = None, **kwargs: Any) -> Engine:
+    """An engine tuned for this app: SQLite in WAL mode with a busy timeout, pooled PostgreSQL
+    with connect, lock and statement timeouts (`timeouts`, the defaults if not given)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, poolclass=NullPool, **kwargs)
 
@@ -37,7 +41,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    limits = timeouts or DbTimeouts()
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    # options given in the URL (or by the caller) come first; ours, later, win on a clash
+    given = [str(o) for o in (make_url(url).query.get("options"), connect_args.get("options"))
+             if o]
+    connect_args["options"] = " ".join([*given, limits.options()])
+    connect_args.setdefault("connect_timeout", limits.connect_s)
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -58,5 +69,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     cfg = alembic_config()
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # an index build on a big table may take longer than any statement should
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

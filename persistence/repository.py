@@ -159,6 +159,30 @@ class SqlLifecycleRepository:
             select(AccountRow.id).where(AccountRow.stage != Stage.CHURNED.value)
             .order_by(AccountRow.id)))
 
+    def live_ids_after(self, after: str | None, limit: int) -> list[str]:
+        """Up to `limit` live account ids after `after` in id order, not locked: a sweep's
+        next chunk."""
+        query = select(AccountRow.id).where(AccountRow.stage != Stage.CHURNED.value)
+        if after is not None:
+            query = query.where(AccountRow.id > after)
+        return list(self.session.scalars(query.order_by(AccountRow.id).limit(limit)))
+
+    def lock_live(self, ids: list[str]) -> tuple[list[Account], list[str]]:
+        """(live accounts among `ids` this transaction locked, ids it skipped), in id order.
+
+        On PostgreSQL the rows are read `FOR UPDATE SKIP LOCKED`: an account another session
+        (a consumer's batch) holds right now is skipped, not waited for. SQLite's transaction
+        holds the database's write lock, so nothing is skipped there.
+        """
+        query = select(AccountRow).where(AccountRow.id.in_(ids)).order_by(AccountRow.id)
+        if self._lock:
+            query = query.with_for_update(skip_locked=True)
+        found = list(self.session.scalars(query))  # kept in the session: `add_or_update`
+        read = {r.id for r in found}
+        accounts = [rows.account_from_state(r.state) for r in found
+                    if r.stage != Stage.CHURNED.value]
+        return accounts, [i for i in ids if i not in read]
+
     def landed_ids_with_parked(self) -> list[str]:
         """Accounts that exist yet still have parked events (a concurrent-landing race)."""
         return list(self.session.scalars(

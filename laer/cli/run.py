@@ -124,10 +124,9 @@ def sweep(at: Annotated[str | None, typer.Option(
         help="Instant to evaluate (RFC 3339); default now.")] = None,
           as_json: JsonFlag = False) -> None:
     """Apply the time-based rules (renewal window, lapsed terms, stalls) as of an instant."""
-    from collections import Counter
     from datetime import UTC, datetime
 
-    from laer_domain.service import LifecycleService
+    from persistence.sweep import sweep_in_chunks
 
     instant = datetime.fromisoformat(at) if at else datetime.now(UTC)
     if instant.tzinfo is None:
@@ -135,12 +134,15 @@ def sweep(at: Annotated[str | None, typer.Option(
         raise typer.Exit(2)
     c = container()
     c.migrate()
-    with c.uow() as uow:
-        outcomes = LifecycleService(uow.accounts, c.policy).sweep(instant)
-        uow.commit()
-    kinds = Counter(s.kind.value for o in outcomes for s in o.signals)
+    report = sweep_in_chunks(c.sessions, c.policy, instant,
+                             chunk_size=c.settings.sweep_chunk_size)
+    kinds = report.signals
     if as_json:
-        print_json({"at": instant.isoformat(), "accounts": len(outcomes), "signals": kinds})
+        print_json({"at": instant.isoformat(), "accounts": report.swept, "signals": kinds,
+                    "chunks": report.chunks, "skipped": report.skipped})
         return
-    console().print(f"swept {len(outcomes)} accounts at {instant.isoformat()}: "
+    console().print(f"swept {report.swept} accounts at {instant.isoformat()}: "
                     + (", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) or "no signals"))
+    if report.skipped:
+        err().print(f"[yellow]{len(report.skipped)} accounts were locked throughout and are "
+                    "left to the next sweep[/yellow]")
