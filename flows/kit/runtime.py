@@ -28,7 +28,7 @@ class FlowRuntime:
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.settings.database_url)
+        return make_engine(self.settings.database_url, self.settings.db_timeouts())
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from laer_domain.outreach import OutreachPolicy
-from persistence.database_url import DatabaseUrl
+from persistence.database_url import DatabaseUrl, DbTimeouts
 
 DEFAULT_WEBHOOK_SECRET = "change-me"
 
@@ -51,11 +51,20 @@ class FlowSettings(BaseSettings):
                                       extra="ignore")
 
     database_url: DatabaseUrl = "sqlite:///.laer/laer.db"
+    # The same LAER_DB_* limits as laer's own engines (see laer/settings.py).
+    db_connect_timeout_s: int = Field(default=10, ge=1)
+    db_lock_timeout_s: float = Field(default=30.0, gt=0)
+    db_statement_timeout_s: float = Field(default=120.0, gt=0)
     smtp: SmtpSettings = SmtpSettings()
     # `whsec_<base64>` as Standard Webhooks gives them out, or any other text (its UTF-8).
     webhook_secret: SecretStr = SecretStr(DEFAULT_WEBHOOK_SECRET)
     # Set by `laer up` (LAER_DEMO=1): the local demo may sign with the default secret.
     demo: bool = False
+
+    def db_timeouts(self) -> DbTimeouts:
+        """The PostgreSQL session limits of the flows' engine."""
+        return DbTimeouts(self.db_connect_timeout_s, self.db_lock_timeout_s,
+                          self.db_statement_timeout_s)
 
     def webhook_key(self) -> str:
         """The webhook secret; refuses the default one outside the local demo."""
