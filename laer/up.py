@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import func, select
 
-from laer.bootstrap import Container
+from laer.bootstrap import LOG_FORMAT, Container
 from laer.local.kafka import LocalServiceError
 from laer.local.prefect_server import LocalPrefectServer, prefect_env
 from laer.local.processes import ManagedProcess
@@ -28,7 +29,7 @@ from persistence.tables import (
     ActionRow,
     ConsumerOffsetRow,
     OutboxRow,
-    PlaybookRunRow,
+    PlaybookStepRow,
     SignalRow,
 )
 
@@ -43,6 +44,7 @@ class UpOptions:
     keep_running: bool = True
     wait_timeout_s: float = 600.0
     dispatch_wait_s: float = 240.0  # the summary does not wait for every playbook run
+    steps_wait_s: float = 120.0  # ... nor for steps due later in the simulated year
 
 
 def _progress(console: Console) -> Progress:
@@ -65,9 +67,22 @@ class Up:
         self.log_dir = state / "logs"
         self._stop = False
 
+    def _log_to_file(self) -> None:
+        # The console is for the progress bars and the summary; library logs (HTTP requests,
+        # the SMTP sink, Kafka) go to a file beside the children's logs.
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.log_dir / "up.log")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root = logging.getLogger()
+        for old in list(root.handlers):
+            root.removeHandler(old)
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        self._log_to_file()
         try:
             self._start_services()
             if self._stop:
@@ -75,8 +90,12 @@ class Up:
             self._publish()
             self._wait_until_settled()
             self.console.print(self.summary())
-            self.console.print(f"\nPrefect UI: [bold]{self.prefect.ui_url}[/bold]   "
-                               f"logs: {self.log_dir}   database: {self.c.safe_database_url}")
+            self.console.print(
+                f"\nPrefect UI: [bold]{self.prefect.ui_url}[/bold] (steps are task runs "
+                f"named playbook/ACCOUNT/step)\nMailbox: [bold]{self.smtp.mbox_path}[/bold]"
+                f"   logs: {self.log_dir}   database: {self.c.safe_database_url}\n"
+                "Follow-ups of the simulated year keep running while this serves; "
+                "`laer tasks`, `laer actions list` and `laer account ID` show them.")
             if self.o.keep_running and not self._stop:
                 self.console.print("Serving until Ctrl-C ...")
                 while not self._stop:
@@ -165,28 +184,55 @@ class Up:
                 if pending == 0:
                     break
                 time.sleep(0.5)
+            self._wait_for_steps(bar)
+
+    def _wait_for_steps(self, bar: Progress) -> None:
+        """Until every step due by now has run (later ones run while `laer up` serves)."""
+        started = datetime.now(UTC)
+        due_q = select(func.count()).select_from(PlaybookStepRow).where(
+            PlaybookStepRow.due_at <= started)
+        left_q = due_q.where(PlaybookStepRow.status.in_(("due", "running")))
+        task = bar.add_task("Executing playbook steps due now", total=self._count(due_q))
+        deadline = time.monotonic() + self.o.steps_wait_s
+        while not self._stop and time.monotonic() < deadline:
+            left = self._count(left_q)
+            bar.update(task, total=self._count(due_q), completed=self._count(due_q) - left)
+            self._watch_children()
+            if left == 0:
+                break
+            time.sleep(0.5)
 
     def _watch_children(self) -> None:
         for p in self.processes:
             if not p.alive():
                 raise LocalServiceError(f"{p.name} stopped unexpectedly:\n{p.tail()}")
 
+    def _table(self, title: str, *columns: Any, where: Any = None, limit: int = 12) -> Table:
+        table = Table(*(c.key.replace("_", " ") for c in columns), "count", title=title,
+                      min_width=30)
+        stmt = select(*columns, func.count()).group_by(*columns)
+        if where is not None:
+            stmt = stmt.where(where)
+        with self.c.sessions() as s:
+            for *values, n in s.execute(stmt.order_by(func.count().desc()).limit(limit)):
+                table.add_row(*(str(v) for v in values), str(n))
+        return table
+
     def summary(self) -> Table:
-        """Accounts by stage, signals by kind, runs by state, actions by status."""
+        """Accounts by stage, signals by kind, steps by status, actions by kind and status,
+        and why messages were held back."""
         grid = Table.grid(padding=(0, 3))
-        parts = []
-        for title, column in (("accounts by stage", AccountRow.stage),
-                              ("signals by kind", SignalRow.kind),
-                              ("playbook runs by state", PlaybookRunRow.state),
-                              ("actions by status", ActionRow.status)):
-            table = Table("", "count", title=title, min_width=30)
-            with self.c.sessions() as s:
-                for value, n in s.execute(select(column, func.count()).group_by(column)
-                                          .order_by(func.count().desc())):
-                    table.add_row(str(value), str(n))
-            parts.append(table)
-        grid.add_row(*parts[:2])
-        grid.add_row(*parts[2:])
+        grid.add_row(self._table("accounts by stage", AccountRow.stage),
+                     self._table("signals by kind", SignalRow.kind))
+        grid.add_row(self._table("playbook steps by status", PlaybookStepRow.status),
+                     self._table("actions by kind and status", ActionRow.kind,
+                                 ActionRow.status))
+        grid.add_row(self._table("tasks by owner", ActionRow.role,
+                                 where=ActionRow.kind == "task"),
+                     self._table("messages held back, by reason", ActionRow.status,
+                                 ActionRow.reason,
+                                 where=ActionRow.status.in_(("suppressed", "deferred")),
+                                 limit=6))
         return grid
 
     def _shutdown(self) -> None:
