@@ -141,6 +141,7 @@ def configure_logging(settings: Settings) -> None:
         root.setLevel(settings.log_level)
     if settings.log_level != "DEBUG":
         logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO is per-connection
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # ... and httpx's per request
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

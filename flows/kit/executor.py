@@ -108,6 +108,7 @@ class StepExecutor:
             status, state = "due", "AwaitingRetry"
             retry_at = ended + _backoff(step.attempts, self.options.backoff_max_s)
         name = current.name or f"{step.playbook}/{step.account_id}/{step.step}"
+        current.tags.add(f"step:{name.rsplit('/', 1)[-1]}")  # stopped steps are tagged too
         kept = finish_step(self.sessions, step, self.owner, status=status, outcome=outcome,
                            error=error, retry_at=retry_at, task_run_id=current.task_run_id,
                            run_name=name, now=ended)
