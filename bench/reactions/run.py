@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import bench.reactions
@@ -122,8 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     try:
         for backend in args.backends.split(","):
-            with progress.status(f"[{backend}] ..."):
-                results.append(run_backend(backend, o, tag, progress.log))
+            with progress.status(escape(f"[{backend}] ...")):
+                results.append(run_backend(backend, o, tag,
+                                           lambda m: progress.log(escape(m))))
     except KeyboardInterrupt:
         progress.print("[red]interrupted: every child stopped[/red]")
         sys.exit(130)

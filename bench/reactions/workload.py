@@ -154,8 +154,10 @@ def _take_back(sessions: sessionmaker[Session], accounts: list[str], held: Held,
                playbooks: list[Playbook], n: int) -> None:
     """Move the accounts' stored signals from the store into `held` (those that start one)."""
     with sessions() as s:
-        stored = list(s.scalars(select(SignalRow).where(SignalRow.account_id.in_(accounts))
-                                .order_by(SignalRow.seq)))
+        order = {account: i for i, account in enumerate(accounts)}
+        # account by account (round robin over the recipes), so a cut keeps every playbook
+        stored = sorted(s.scalars(select(SignalRow).where(SignalRow.account_id.in_(accounts))),
+                        key=lambda row: (order[row.account_id], row.seq))
         for row in stored:
             signal = Signal(id=row.id, kind=SignalKind(row.kind), account_id=row.account_id,
                             at=row.at, stage=Stage(row.stage),
