@@ -1,34 +1,33 @@
-"""The dispatcher: turns outbox signals into Prefect flow runs, each exactly once."""
+"""The dispatcher: turns outbox signals into playbook runs, each exactly once.
+
+A run is a `playbook_runs` row and its first step, queued due now in `playbook_steps` in the
+same transaction that marks the signal dispatched; executors (see flows/kit/executor.py)
+take it from there. Nothing here waits on Prefect: a signal is dispatched in milliseconds,
+and Prefect hears of it afterwards through the journey events.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-from uuid import UUID
 
-from prefect.client.orchestration import PrefectClient, get_client
 from prefect.events.clients import EventsClient, get_events_client
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch.journey import emit_journey
-from dispatch.limit import AdaptiveLimit
-from dispatch.retry import retrying, transient
-from dispatch.run_states import FINAL_STATES, refresh_open_runs
+from dispatch.run_states import FINAL_STATES
 from dispatch.settings import PrefectSettings
 from flows.kit.registry import Playbook
+from flows.kit.steps import enqueue_step
 from laer_domain.model import Stage
 from laer_domain.signals import SignalKind
 from persistence.tables import OutboxRow, PlaybookRunRow, SignalRow
 
 log = logging.getLogger(__name__)
-
-Plan = tuple[int, SignalRow, list[Playbook]]  # outbox id, its signal, the playbooks it starts
 
 
 def idempotency_key(playbook: Playbook, signal_id: str) -> str:
@@ -41,6 +40,7 @@ class DispatchReport:
     started: int = 0
     coalesced: int = 0
     signals: int = 0
+    failed: int = 0  # signals that could not be dispatched this time (given up: dispatch_failed)
 
 
 class Dispatcher:
@@ -48,167 +48,110 @@ class Dispatcher:
 
     def __init__(self, factory: sessionmaker[Session], playbooks: Sequence[Playbook],
                  settings: PrefectSettings | None = None, *,
-                 client_factory: Callable[[], PrefectClient] = get_client,
+                 first_steps: Mapping[str, str] | None = None,
                  events_client_factory: Callable[[], EventsClient] = get_events_client,
-                 emit_events: bool = True, retry_for_s: float = 30.0) -> None:
+                 emit_events: bool = True) -> None:
         self.settings = settings or PrefectSettings()
         self._factory = factory
         self._playbooks = list(playbooks)
-        self._client_factory = client_factory
+        self._first_steps = dict(first_steps or {})  # for run names only; steps say "start"
         self._events_client_factory = events_client_factory
-        self._deployment_ids: dict[str, UUID] = {}
         self._emit = emit_events
-        self._retry_for_s = retry_for_s
-        self._limit = AdaptiveLimit(self.settings.dispatch_concurrency)
 
-    async def _retrying(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        return await retrying(fn, for_s=self._retry_for_s, before_retry=self._limit.overloaded)
+    def _wanted(self, signal: SignalRow) -> list[Playbook]:
+        details = dict(signal.evidence.get("details") or {})
+        return [pb for pb in self._playbooks
+                if pb.wants(SignalKind(signal.kind), Stage(signal.stage), details)]
 
-    async def _deployment_id(self, client: PrefectClient, playbook: Playbook) -> UUID:
-        if playbook.deployment not in self._deployment_ids:
-            dep = await self._retrying(lambda: client.read_deployment_by_name(playbook.deployment))
-            self._deployment_ids[playbook.deployment] = dep.id
-        return self._deployment_ids[playbook.deployment]
+    async def drain(self, limit: int = 500) -> DispatchReport:
+        """Dispatch up to `limit` pending signals, in order, in one transaction.
 
-    async def drain(self, limit: int = 200) -> DispatchReport:
-        """Dispatch up to `limit` pending signals; those Prefect refused stay pending.
-
-        Accounts are handled concurrently (bounded), each account's signals in order; the
-        bookkeeping for the whole batch is written in one transaction afterwards. A crash
-        before that write is harmless: the idempotency keys return the same runs next time.
+        A signal whose playbooks cannot be worked out (an unknown kind, a playbook's `wants`
+        raising) is tried again next time and, after `dispatch_attempts` tries, set
+        `dispatch_failed` with its error: it never holds back the signals after it.
         """
         report = DispatchReport()
+        now = datetime.now(UTC)
+        dispatched: list[tuple[SignalRow, list[PlaybookRunRow]]] = []
         with self._factory() as session:
-            pending = [tuple(r) for r in session.execute(
-                select(OutboxRow.id, SignalRow).join(SignalRow, SignalRow.id == OutboxRow.signal_id)
+            pending = [(o, s) for o, s in session.execute(
+                select(OutboxRow, SignalRow).join(SignalRow, SignalRow.id == OutboxRow.signal_id)
                 .where(OutboxRow.status == "pending").order_by(OutboxRow.id).limit(limit)
-            ).all()]
+                .with_for_update(skip_locked=True, of=OutboxRow)).tuples()]
             if not pending:
                 return report
             accounts = {sig.account_id for _, sig in pending}
-            plans: list[Plan] = [(oid, sig, [pb for pb in self._playbooks if pb.wants(
-                SignalKind(sig.kind), Stage(sig.stage),
-                dict(sig.evidence.get("details") or {}))]) for oid, sig in pending]
-            keys = [idempotency_key(pb, sig.id) for _, sig, pbs in plans for pb in pbs]
             done_keys = set(session.scalars(select(PlaybookRunRow.idempotency_key).where(
-                PlaybookRunRow.idempotency_key.in_(keys)))) if keys else set()
+                PlaybookRunRow.signal_id.in_([sig.id for _, sig in pending]))))
             open_pairs = set(session.execute(
                 select(PlaybookRunRow.account_id, PlaybookRunRow.playbook).where(
                     PlaybookRunRow.account_id.in_(accounts),
                     PlaybookRunRow.state.not_in(FINAL_STATES))).tuples())
-        by_account: dict[str, list[Plan]] = {}
-        for plan in plans:
-            by_account.setdefault(plan[1].account_id, []).append(plan)
-        gate = self._limit
-        async with self._client_factory() as client:
-            outcomes = await asyncio.gather(*(
-                self._dispatch_account(client, items, done_keys, open_pairs, gate)
-                for items in by_account.values()))
-        now = datetime.now(UTC)
-        with self._factory() as session:
-            for runs, done, failed in outcomes:
-                for run in runs:
-                    session.add(run)
-                    if run.state == "Coalesced":
-                        report.coalesced += 1
-                    else:
-                        report.started += 1
-                for oid, _signal in done:
-                    row = session.get(OutboxRow, oid)
-                    if row is not None:
-                        row.status, row.done_at, row.last_error = "done", now, None
-                    report.signals += 1
-                for oid, exc in failed:
-                    row = session.get(OutboxRow, oid)
-                    if row is not None:
-                        row.attempts += 1
-                        row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            for outbox, signal in pending:
+                try:
+                    playbooks = self._wanted(signal)
+                except Exception as exc:  # noqa: BLE001 - any error: count it, go on
+                    self._refused(outbox, exc)
+                    report.failed += 1
+                    continue
+                runs = [self._start(session, signal, pb, self._first_steps.get(pb.name, "start"),
+                                    done_keys, open_pairs, now) for pb in playbooks]
+                started = [r for r in runs if r is not None]
+                report.started += sum(r.state != "Coalesced" for r in started)
+                report.coalesced += sum(r.state == "Coalesced" for r in started)
+                outbox.status, outbox.done_at, outbox.last_error = "done", now, None
+                report.signals += 1
+                dispatched.append((signal, started))
             session.commit()
-        # Announced after the batch is committed, not between run creations: on a
-        # SQLite-backed server each event write competes with run creation for the database
-        # lock, and a signal that Prefect refused is not announced again on every retry.
-        if self._emit:
-            await emit_journey(self._events_client_factory,
-                               [(sig, runs) for runs, done, _ in outcomes for _, sig in done])
+        if self._emit:  # the journey feed, after the commit: a view, not a record
+            await emit_journey(self._events_client_factory, dispatched)
         return report
 
-    async def _dispatch_account(
-        self, client: PrefectClient, items: list[Plan],
-        done_keys: set[str], open_pairs: set[tuple[str, str]], gate: AdaptiveLimit,
-    ) -> tuple[list[PlaybookRunRow], list[tuple[int, SignalRow]],
-               list[tuple[int, BaseException]]]:
-        runs: list[PlaybookRunRow] = []
-        done: list[tuple[int, SignalRow]] = []
-        failed: list[tuple[int, BaseException]] = []
-        for outbox_id, signal, playbooks in items:
-            try:
-                for playbook in playbooks:
-                    key = idempotency_key(playbook, signal.id)
-                    if key in done_keys:
-                        continue  # dispatched before a crash: the row is the proof
-                    pair = (signal.account_id, playbook.name)
-                    if pair in open_pairs:
-                        runs.append(self._run_row(signal, playbook, key, None, None,
-                                                  "Coalesced"))
-                        done_keys.add(key)
-                        continue
-                    async with gate:
-                        run = await self._create_run(client, signal, playbook, key)
-                    gate.succeeded()
-                    runs.append(self._run_row(signal, playbook, key, str(run.id), run.name,
-                                              run.state.name if run.state else "Scheduled"))
-                    done_keys.add(key)
-                    open_pairs.add(pair)
-                done.append((outbox_id, signal))
-            except Exception as exc:
-                failed.append((outbox_id, exc))
-                if transient(exc):
-                    log.warning("Prefect unavailable (%s); will retry", exc)
-                else:
-                    log.exception("dispatch of %s failed", signal.id)
-                break  # keep the account's order: its later signals wait for this one
-        return runs, done, failed
-
-    async def _create_run(self, client: PrefectClient, signal: SignalRow, playbook: Playbook,
-                          key: str) -> Any:
-        deployment_id = await self._deployment_id(client, playbook)
-        # No tags here: on a SQLite-backed server they cut creation speed 2.5x. The run
-        # inherits its deployment's playbook tag and tags itself with account and stage.
-        return await self._retrying(functools.partial(
-            client.create_flow_run_from_deployment, deployment_id,
-            parameters={"account_id": signal.account_id, "signal_id": signal.id},
-            idempotency_key=key))
+    def _refused(self, outbox: OutboxRow, exc: BaseException) -> None:
+        outbox.attempts += 1
+        outbox.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        if outbox.attempts >= self.settings.dispatch_attempts:
+            outbox.status = "dispatch_failed"
+            log.error("signal %s not dispatched after %d attempts: %s", outbox.signal_id,
+                      outbox.attempts, outbox.last_error)
 
     @staticmethod
-    def _run_row(signal: SignalRow, playbook: Playbook, key: str, flow_run_id: str | None,
-                 name: str | None, state: str) -> PlaybookRunRow:
-        now = datetime.now(UTC)
-        return PlaybookRunRow(
-            account_id=signal.account_id, playbook=playbook.name, signal_id=signal.id,
-            idempotency_key=key, flow_run_id=flow_run_id, flow_run_name=name, state=state,
-            created_at=now, updated_at=now)
-
-    async def refresh(self) -> None:
-        """Refresh unfinished runs' states with a client of its own."""
-        async with self._client_factory() as client:
-            await self.refresh_open_runs(client)
-
-    async def refresh_open_runs(self, client: PrefectClient) -> None:
-        """Copy Prefect's state of unfinished runs into playbook_runs."""
-        await refresh_open_runs(self._factory, client, self._retrying)
+    def _start(session: Session, signal: SignalRow, playbook: Playbook, first_step: str,
+               done_keys: set[str], open_pairs: set[tuple[str, str]], now: datetime
+               ) -> PlaybookRunRow | None:
+        key = idempotency_key(playbook, signal.id)
+        if key in done_keys:
+            return None  # dispatched before a crash: the row is the proof
+        done_keys.add(key)
+        pair = (signal.account_id, playbook.name)
+        state = "Coalesced" if pair in open_pairs else "Scheduled"
+        name = f"{playbook.name}/{signal.account_id}/{first_step}"
+        run = PlaybookRunRow(account_id=signal.account_id, playbook=playbook.name,
+                             signal_id=signal.id, idempotency_key=key, flow_run_id=None,
+                             flow_run_name=name, state=state, created_at=now, updated_at=now)
+        session.add(run)
+        if state == "Scheduled":
+            open_pairs.add(pair)
+            enqueue_step(session, key=key, playbook=playbook.name,
+                         account_id=signal.account_id, signal_id=signal.id, step="start",
+                         due_at=now, run_name=name,
+                         tags=[f"playbook:{playbook.name}", f"account:{signal.account_id}",
+                               f"stage:{signal.stage}", f"signal:{signal.kind}"], now=now)
+        return run
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Drain the outbox every `dispatch_interval_s` seconds until `stop` is set."""
+        """Drain the outbox every `dispatch_interval_s` seconds until `stop` is set.
+
+        `stop` is checked between batches, so a SIGTERM with a backlog ends within one batch
+        (well under a second); what is left stays pending for the next start.
+        """
         while not stop.is_set():
             try:
-                await self.refresh()
-            except Exception:
-                log.exception("refreshing run states failed; dispatching anyway")
-            try:
-                report = await self.drain()
-                if report.signals:
-                    log.info("dispatched %d signals: %d runs started, %d coalesced",
-                             report.signals, report.started, report.coalesced)
+                report = await self.drain(self.settings.dispatch_batch)
+                if report.signals or report.failed:
+                    log.info("dispatched %d signals: %d runs started, %d coalesced, "
+                             "%d failed", report.signals, report.started, report.coalesced,
+                             report.failed)
                     continue
             except Exception:
                 log.exception("dispatcher cycle failed; retrying")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from prefect.events import Event
 from prefect.events.clients import EventsClient
 
+from flows.kit.steps import task_run_id
 from persistence.tables import PlaybookRunRow, SignalRow
 
 log = logging.getLogger(__name__)
@@ -22,10 +23,10 @@ def journey_events(dispatched: Dispatched) -> list[Event]:
         resource={"prefect.resource.id": f"laer.account.{signal.account_id}",
                   "prefect.resource.name": signal.account_id,
                   "laer.stage": signal.stage},
-        related=[{"prefect.resource.id": f"prefect.flow-run.{r.flow_run_id}",
-                  "prefect.resource.role": "flow-run",
+        related=[{"prefect.resource.id": f"prefect.task-run.{task_run_id(r.idempotency_key, 1)}",
+                  "prefect.resource.role": "task-run",
                   "prefect.resource.name": r.flow_run_name or r.playbook}
-                 for r in runs if r.signal_id == signal.id and r.flow_run_id],
+                 for r in runs if r.signal_id == signal.id and r.state != "Coalesced"],
         payload={"signal_id": signal.id, "stage": signal.stage,
                  "at": signal.at.isoformat(), "evidence": signal.evidence,
                  "playbooks": sorted({r.playbook for r in runs

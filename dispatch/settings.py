@@ -1,4 +1,4 @@
-"""The dispatcher's own settings: how it reaches Prefect and how hard it pushes."""
+"""The dispatcher's own settings: how often it looks and how much it takes at once."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ from pydantic import BaseModel, Field
 
 
 class PrefectSettings(BaseModel):
-    """How the dispatcher reaches Prefect."""
+    """How the dispatcher paces itself."""
 
-    api_url: str | None = None
-    dispatch_batch: int = Field(default=20, gt=0)
-    dispatch_interval_s: float = Field(default=1.0, gt=0)
-    dispatch_concurrency: int = Field(default=1, ge=1, le=32,
-                                      description="most run creations in flight")
+    dispatch_batch: int = Field(default=500, gt=0, description="signals per transaction")
+    dispatch_interval_s: float = Field(default=0.5, gt=0)
+    dispatch_attempts: int = Field(default=5, ge=1,
+                                   description="tries before a signal is dispatch_failed")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from consumers.dlq import DeadLetterSink
     from consumers.runner import ConsumerLoop
     from dispatch.dispatcher import Dispatcher
+    from flows.kit.executor import StepExecutor
     from laer.local.kafka import LocalKafka
     from laer_domain.policy import Policy
     from persistence.uow import UnitOfWork
@@ -91,7 +92,20 @@ class Container:
         from dispatch.dispatcher import Dispatcher
         from flows.kit.registry import discover
 
-        return Dispatcher(self.sessions, [d.playbook for d in discover()], self.settings.prefect)
+        found = discover()
+        return Dispatcher(self.sessions, [d.playbook for d in found], self.settings.prefect,
+                          first_steps={d.playbook.name: d.first_step for d in found})
+
+    def executor(self, threads: int = 4, report: bool = True) -> StepExecutor:
+        """A step executor for every discovered playbook, reporting steps to Prefect."""
+        from flows.kit.executor import ExecutorOptions, StepExecutor
+        from flows.kit.prefect_report import StepReporter
+        from flows.kit.registry import discover
+        from flows.kit.runtime import runtime
+
+        return StepExecutor(runtime().sessions, {d.playbook.name: d for d in discover()},
+                            ExecutorOptions(threads=threads),
+                            reporter=StepReporter() if report else None)
 
     def local_kafka(self) -> LocalKafka:
         """The local single-node broker under the state directory, on the configured port."""

@@ -1,6 +1,6 @@
 """The side effects of a step: a message through the outreach gate, a task for a person.
 
-Each is a Prefect task that records its outcome under an idempotency key before and after the
+Each records its outcome under an idempotency key before and after the
 effect, so a retry or a re-run of the step sends nothing twice. A message the gate lets
 through is stored with what it says, then tried once; one that failed for a transient
 reason waits (`retrying`) for its step's retry run, which sends the stored copy.
@@ -15,9 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
-
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from flows.kit import actions, transport
 from flows.kit.retries import apply_outcome, retrying_keys
@@ -136,8 +133,6 @@ def attempt_delivery(key: str) -> Delivery:
         return delivery_of(current)
 
 
-@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE,
-      task_run_name="retry-{step}")
 def retry_deliveries(playbook: str, signal_id: str, step: str) -> list[Delivery]:
     """Try again every message of this step that waits for another attempt."""
     keys = retrying_keys(runtime().sessions, playbook, signal_id, step)
@@ -153,8 +148,6 @@ def _content(channel: str, key: str, body: dict[str, Any], rendered: Rendered
     return {"id": message_id(key), "text": rendered.text, "html": rendered.html}
 
 
-@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE,
-      task_run_name="message-{message}")
 def deliver_message(playbook: str, priority: int, signal_id: str, step: str, message: str,
                     account: Account, contact: Contact, promotional: bool,
                     extra: dict[str, Any]) -> Delivery:
@@ -197,7 +190,6 @@ def deliver_message(playbook: str, priority: int, signal_id: str, step: str, mes
     return attempt_delivery(key)
 
 
-@task(retries=3, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="task-{name}")
 def assign_task(playbook: str, signal_id: str, step: str, name: str, key: str,
                 account_id: str, subject: str, role: str, due_in_days: float,
                 details: dict[str, Any]) -> Delivery:

@@ -1,10 +1,10 @@
 """The step machine every playbook runs on.
 
-A playbook is a list of `Step`s. One flow run executes one step: it re-reads the signal and
+A playbook is a list of `Step`s. One execution runs one step: it re-reads the signal and
 the account, stops if the playbook's exit condition holds, performs the step's actions
-(every message through the outreach gate) and schedules the next step as a future flow run
-of the same deployment. Nothing sleeps: the wait lives in Prefect's scheduler. The effects
-live elsewhere (delivery, scheduling, report); this module only decides what happens next.
+(every message through the outreach gate) and queues the next step as a row due at its
+instant (see steps.py). Nothing sleeps: the wait lives in the database. The effects live
+elsewhere (delivery, scheduling, report); this module only decides what happens next.
 """
 
 from __future__ import annotations
@@ -12,33 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from flows.kit.context import ExitCheck, SignalInfo, Step, StepContext
+from flows.kit.current import current_step
 from flows.kit.delivery import retry_deliveries
-from flows.kit.records import load_account, load_signal, mark_run
+from flows.kit.records import load_account, load_signal
 from flows.kit.registry import Playbook
 from flows.kit.report import StepResult, publish_report, report_markdown
 from flows.kit.retries import next_retry, retry_run_key
 from flows.kit.runtime import runtime
-from flows.kit.scheduling import run_name_for, schedule_step, tag_current_run
+from flows.kit.scheduling import run_logger, run_name_for, schedule_step, tag_current_run
 from flows.kit.settings import playbook_settings
 from laer_domain.model import Account
-
-
-@task(retries=3, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def fetch_signal(signal_id: str) -> SignalInfo | None:
-    """Read the signal that started this playbook."""
-    return load_signal(signal_id)
-
-
-@task(retries=3, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def fetch_account(account_id: str) -> Account | None:
-    """Re-read the account as it is now."""
-    return load_account(account_id)
 
 
 def run_namer(playbook: str, first_step: str) -> Callable[[], str]:
@@ -85,13 +71,15 @@ def run_playbook(playbook: Playbook, steps: Sequence[Step], should_stop: ExitChe
         raise ValueError(f"{playbook.name} has no step {step!r}; steps: {', '.join(names)}")
     index = names.index(name)
     current = steps[index]
-    logger = get_run_logger()
-    mark_run("Running")
+    logger = run_logger()
+    here = current_step()
+    if here is not None:
+        here.name = run_name_for(playbook.name, account_id, name)
     result = StepResult(step=name)
     # Messages this step could not deliver before go first, whatever the exit check says now.
     result.retried = retry_deliveries(playbook.name, signal_id, name)
-    signal = fetch_signal(signal_id)
-    account = fetch_account(account_id)
+    signal = load_signal(signal_id)
+    account = load_account(account_id)
     ctx: StepContext | None = None
     if signal is None:
         result.stopped = f"signal {signal_id} not found"
@@ -128,7 +116,6 @@ def run_playbook(playbook: Playbook, steps: Sequence[Step], should_stop: ExitChe
         logger.info("stopped: %s", result.stopped)
     publish_report(playbook.name, report_markdown(playbook, account_id, name, signal, account,
                                                   ctx, result))
-    mark_run("Completed")
     done = [f"{d.kind}:{d.status}" for d in (ctx.deliveries if ctx else [])]
     return f"{name}: " + (f"stopped ({result.stopped})" if result.stopped
                           else ", ".join(done) or "nothing to do")

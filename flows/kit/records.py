@@ -1,16 +1,13 @@
-"""The rows a playbook run reads and writes: its signal, the account, its playbook_runs rows."""
+"""The rows a playbook step reads: its signal and the account as they are now."""
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 from sqlalchemy import select
 
 from flows.kit.context import SignalInfo
-from flows.kit.runtime import current_flow_run_id, runtime
+from flows.kit.runtime import runtime
 from laer_domain.model import Account
-from persistence.tables import AccountRow, PlaybookRunRow, SignalRow
-from persistence.upsert import insert_if_absent
+from persistence.tables import AccountRow, SignalRow
 
 
 def _info(row: SignalRow) -> SignalInfo:
@@ -42,28 +39,3 @@ def load_account(account_id: str) -> Account | None:
     with runtime().sessions() as session:
         row = session.get(AccountRow, account_id)
         return None if row is None else Account.model_validate(row.state)
-
-
-def mark_run(state: str) -> None:
-    """Record the current run's state on its playbook_runs row."""
-    run_id = current_flow_run_id()
-    if run_id is None:
-        return
-    with runtime().sessions() as session:
-        for row in session.scalars(select(PlaybookRunRow).where(
-                PlaybookRunRow.flow_run_id == run_id)):
-            row.state = state
-            row.updated_at = datetime.now(UTC)
-        session.commit()
-
-
-def register_follow_up(*, account_id: str, playbook: str, signal_id: str, key: str,
-                       flow_run_id: str, name: str | None, state: str) -> None:
-    """Record a scheduled follow-up run, so the account+playbook stays 'open' until it ends."""
-    now = datetime.now(UTC)
-    with runtime().sessions() as session:
-        insert_if_absent(session, PlaybookRunRow, dict(
-            account_id=account_id, playbook=playbook, signal_id=signal_id, idempotency_key=key,
-            flow_run_id=flow_run_id, flow_run_name=name, state=state, created_at=now,
-            updated_at=now), key=("idempotency_key",))
-        session.commit()

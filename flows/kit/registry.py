@@ -46,6 +46,7 @@ class Discovered:
     playbook: Playbook
     flow: Any  # the Prefect flow object
     module: str
+    first_step: str = "start"  # the name of the module's first STEPS entry
 
 
 def discover(package: str = "flows") -> list[Discovered]:
@@ -59,5 +60,7 @@ def discover(package: str = "flows") -> list[Discovered]:
         spec = getattr(module, "PLAYBOOK", None)
         flow = getattr(module, "FLOW", None)
         if isinstance(spec, Playbook) and flow is not None:
-            found.append(Discovered(spec, flow, module.__name__))
+            steps = getattr(module, "STEPS", None) or []
+            first = str(getattr(steps[0], "name", "start")) if steps else "start"
+            found.append(Discovered(spec, flow, module.__name__, first))
     return sorted(found, key=lambda d: d.playbook.name)

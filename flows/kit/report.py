@@ -6,11 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
-
 from flows.kit.context import SignalInfo, StepContext
+from flows.kit.current import current_step
 from flows.kit.delivery import Delivery
 from flows.kit.registry import Playbook
 from flows.kit.settings import playbook_settings
@@ -88,8 +85,13 @@ def report_markdown(playbook: Playbook, account_id: str, step: str,
     return "\n".join(lines) + "\n"
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def publish_report(playbook: str, markdown: str) -> None:
-    """Attach the run's markdown report (why it started, what it did) to the flow run."""
+    """Attach the step's markdown report (why it started, what it did) to its Prefect run."""
+    here = current_step()
+    if here is not None:  # the executor publishes it with the step's task run
+        here.markdown = markdown
+        return
+    from prefect.artifacts import create_markdown_artifact
+
     create_markdown_artifact(key=f"{playbook.replace('_', '-')}-report", markdown=markdown,
                              description="Why this run started and what it did")

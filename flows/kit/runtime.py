@@ -80,6 +80,11 @@ def reset_runtime() -> None:
 
 
 def current_flow_run_id() -> str | None:
-    """The id of the flow run executing now, if any."""
+    """The Prefect run doing the work now: the executing step's task run, or a flow run."""
+    from flows.kit.current import current_step
+
+    here = current_step()
+    if here is not None:
+        return here.task_run_id
     run_id = flow_run.get_id()
     return str(run_id) if run_id else None

@@ -1,20 +1,15 @@
-"""A run's calls to the Prefect API: schedule a later step as a flow run, tag the current run."""
+"""Queueing a later step (a row due at its instant), and a step's tags and logger."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import StateType
-from prefect.exceptions import ObjectNotFound
-from prefect.states import Scheduled
-
-from flows.kit.records import register_follow_up
-from flows.kit.registry import DEPLOYMENT_NAME
-from flows.kit.runtime import current_flow_run_id
+from flows.kit.current import current_step
+from flows.kit.runtime import current_flow_run_id, runtime
+from flows.kit.steps import enqueue_step
 
 
 def run_name_for(playbook: str, account_id: str, step: str) -> str:
@@ -22,36 +17,40 @@ def run_name_for(playbook: str, account_id: str, step: str) -> str:
     return f"{playbook}/{account_id}/{step}"
 
 
-@task(retries=5, retry_delay_seconds=[1, 2, 5, 10, 30], cache_policy=NO_CACHE,
-      task_run_name="schedule-{step}")
+def queue_step(playbook: str, account_id: str, signal_id: str, step: str, delay_s: float,
+               key: str, tags: list[str]) -> tuple[bool, str]:
+    """Queue a later step of this playbook, due `delay_s` from now, once per `key`.
+
+    Returns whether this call added it, and a line for the run's report.
+    """
+    when = datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s))
+    name = run_name_for(playbook, account_id, step)
+    with runtime().sessions() as session:
+        added = enqueue_step(session, key=key, playbook=playbook, account_id=account_id,
+                             signal_id=signal_id, step=step, due_at=when, tags=tags,
+                             run_name=name)
+        session.commit()
+    return added, f"{step} at {when:%Y-%m-%d %H:%M:%S} UTC ({name})"
+
+
 def schedule_step(playbook: str, account_id: str, signal_id: str, step: str, delay_s: float,
                   key: str, tags: list[str]) -> str:
-    """Schedule a later step as a future flow run of this playbook's deployment."""
-    deployment = f"{playbook}/{DEPLOYMENT_NAME}"
-    when = datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s))
-    with get_client(sync_client=True) as client:
-        try:
-            dep = client.read_deployment_by_name(deployment)
-        except ObjectNotFound:
-            return f"not scheduled: no deployment {deployment}"
-        run = client.create_flow_run_from_deployment(
-            dep.id, parameters={"account_id": account_id, "signal_id": signal_id, "step": step},
-            state=Scheduled(scheduled_time=when), idempotency_key=key,
-            name=run_name_for(playbook, account_id, step), tags=tags)
-    state = (run.state.name if run.state else None) or "Scheduled"
-    if run.state is None or run.state.type in (StateType.SCHEDULED, StateType.PENDING,
-                                               StateType.RUNNING):
-        register_follow_up(account_id=account_id, playbook=playbook, signal_id=signal_id,
-                           key=key, flow_run_id=str(run.id), name=run.name, state=state)
-    return f"{step} at {when:%Y-%m-%d %H:%M:%S} UTC ({run.name})"
+    """Queue a later step (see `queue_step`); the line for the run's report."""
+    return queue_step(playbook, account_id, signal_id, step, delay_s, key, tags)[1]
 
 
 def tag_current_run(tags: list[str]) -> None:
-    """Add account, stage and signal tags to the running flow run (shown in the Prefect UI)."""
-    run_id = current_flow_run_id()
+    """Add account, stage and signal tags to the running step (shown in the Prefect UI)."""
+    here = current_step()
+    if here is not None:
+        here.tags.update(tags)
+        return
+    run_id = current_flow_run_id()  # a playbook flow run by hand, outside an executor
     if run_id is None:
         return
     try:
+        from prefect.client.orchestration import get_client
+
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(UUID(run_id))
             merged = sorted(set(run.tags) | set(tags))
@@ -59,3 +58,14 @@ def tag_current_run(tags: list[str]) -> None:
                 client.update_flow_run(UUID(run_id), tags=merged)
     except Exception:  # tags are a convenience: never fail a playbook over them
         return
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
+    """Prefect's run logger inside a flow or task run, else the playbooks' own logger."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if FlowRunContext.get() is not None or TaskRunContext.get() is not None:
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    return logging.getLogger("laer.playbooks")

@@ -16,6 +16,5 @@ for command in (run.consume, run.dispatch, run.serve, services.up, services.simu
                 run.sweep, read.accounts, read.account, read.tasks, read.status, read.schema,
                 read.playbooks):
     app.command()(command)
-app.add_typer(run.deployments_app, name="deployments")
 app.add_typer(dlq.dlq_app, name="dlq")
 app.add_typer(actions.actions_app, name="actions")

@@ -1,8 +1,7 @@
-"""The processes and what they do: `laer consume`, `dispatch`, `serve`, `sweep`, `deployments`."""
+"""The processes and what they do: `laer consume`, `dispatch`, `serve`, `sweep`."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -12,9 +11,6 @@ from laer.cli.output import JsonFlag, console, err, print_json
 
 if TYPE_CHECKING:
     from consumers.dlq import DeadLetter, DeadLetterSink
-
-deployments_app = typer.Typer(help="Prefect deployment definitions.", no_args_is_help=True)
-
 
 class DeadLetterTopic:
     """The consumer's dead-letter sink, given its producer once start-up reaches that step.
@@ -77,23 +73,48 @@ def dispatch() -> None:
     asyncio.run(main())
 
 
-def serve(limit: Annotated[int, typer.Option(help="Concurrent flow runs.")] = 8) -> None:
-    """Serve every playbook's deployment from this process (small installs, tests, demo)."""
-    from prefect import serve as prefect_serve
+def serve(
+    threads: Annotated[int, typer.Option(
+        help="Steps run at once in this process (they wait on SMTP, HTTP, the database).")] = 4,
+    ops: Annotated[bool, typer.Option(
+        help="Also serve the ops flows (daily sweep, health rollup, reconciler).")] = True,
+) -> None:
+    """Execute due playbook steps, and serve the ops flows, until Ctrl-C/SIGTERM.
 
-    from flows.kit.registry import DEPLOYMENT_NAME, discover
+    Run more of these (here or on other machines, on the same database) to go faster:
+    executors lease steps, so none runs twice.
+    """
+    import signal
+    import threading
+
     from flows.kit.runtime import refuse_unsafe_start
-    from laer.ops_flows import OPS_FLOWS
 
     refuse_unsafe_start()  # e.g. the default webhook secret outside the demo
-    deployments = [
-        d.flow.to_deployment(name=DEPLOYMENT_NAME, tags=[f"playbook:{d.playbook.name}"],
-                             description=d.playbook.description)
-        for d in discover()
-    ]
-    deployments += [f.to_deployment(name=DEPLOYMENT_NAME, cron=cron, tags=["ops"])
-                    for f, cron in OPS_FLOWS]
-    prefect_serve(*deployments, limit=limit, print_starting_message=True)
+    c = container()
+    c.migrate()
+    executor = c.executor(threads=threads)
+    stop = threading.Event()
+    worker = threading.Thread(target=executor.run_forever, args=(stop,), name="laer-executor")
+    worker.start()
+    try:
+        if ops:
+            from prefect import serve as prefect_serve
+
+            from flows.kit.registry import DEPLOYMENT_NAME
+            from laer.ops_flows import OPS_FLOWS
+
+            deployments: list[Any] = [f.to_deployment(name=DEPLOYMENT_NAME, cron=cron,
+                                                      tags=["ops"]) for f, cron in OPS_FLOWS]
+            prefect_serve(*deployments, print_starting_message=False)
+        else:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+            stop.wait()
+    finally:
+        stop.set()
+        worker.join()
+        if executor.reporter is not None:
+            executor.reporter.close()
 
 
 def sweep(at: Annotated[str | None, typer.Option(
@@ -120,15 +141,3 @@ def sweep(at: Annotated[str | None, typer.Option(
         return
     console().print(f"swept {len(outcomes)} accounts at {instant.isoformat()}: "
                     + (", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) or "no signals"))
-
-
-@deployments_app.command("render")
-def deployments_render(
-    out: Annotated[Path, typer.Option(help="Where to write the prefect.yaml.")]
-    = Path("deployments/prefect.yaml"),
-) -> None:
-    """Write prefect.yaml (work-pool mode) for every playbook and scheduled flow."""
-    from laer.deploy import render_prefect_yaml
-
-    out.write_text(render_prefect_yaml())
-    console().print(f"wrote {out}")

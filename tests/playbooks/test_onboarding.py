@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from laer_domain.events import make_event
-from persistence.tables import PlaybookRunRow
+from persistence.tables import PlaybookRunRow, PlaybookStepRow
 from tests.playbooks.conftest import T0, HarnessFactory, Mailbox, contact, landing
 
 
@@ -32,11 +32,16 @@ def test_onboarding_runs_every_step_as_a_durable_follow_up(unique: str,
     review = report.actions[-1]
     assert review.role == "customer_success" and review.due_at is not None
     assert review.subject.startswith("Adoption review")
-    # every follow-up was registered, so the dispatcher sees one open run per playbook
+    # one playbook run, open while a step of it was queued, and each step a row, done once
     with h.sessions() as s:
         states = list(s.scalars(select(PlaybookRunRow.state)
                                 .where(PlaybookRunRow.account_id == acc)))
-    assert len(states) == 4
+        steps = list(s.execute(select(PlaybookStepRow.run_name, PlaybookStepRow.status,
+                                      PlaybookStepRow.attempts)
+                               .where(PlaybookStepRow.account_id == acc)
+                               .order_by(PlaybookStepRow.due_at)).tuples())
+    assert states == ["Completed"]
+    assert steps == [(name, "done", 1) for name, _ in report.runs]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
