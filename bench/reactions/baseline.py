@@ -41,9 +41,19 @@ def _deployment_id(api_url: str, process: subprocess.Popen[bytes], timeout_s: fl
 async def _create(api_url: str, deployment_id: str, n: int) -> None:
     async with httpx.AsyncClient(base_url=api_url, timeout=60) as http:
         for i in range(n):
-            r = await http.post(f"/deployments/{deployment_id}/create_flow_run",
-                                json={"idempotency_key": f"baseline:{i}"})
-            r.raise_for_status()
+            deadline = time.monotonic() + 120
+            while True:  # a busy server answers 503; the idempotency key makes a retry safe
+                try:
+                    r = await http.post(f"/deployments/{deployment_id}/create_flow_run",
+                                        json={"idempotency_key": f"baseline:{i}"})
+                    if r.status_code != 503:
+                        r.raise_for_status()
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the baseline's runs could not be created")
+                await asyncio.sleep(0.5)
 
 
 def measure_baseline(api_url: str, home: Path, runs: int, limit: int, bound_s: float

@@ -26,6 +26,7 @@ class Executed:
     name: str
     done_at: datetime
     attempts: int = 1
+    key: str = ""  # the step's own identity (its idempotency key); the name when empty
 
 
 def first_done(steps: Iterable[Executed]) -> dict[Pair, datetime]:
@@ -45,8 +46,15 @@ def lost(expected: set[Pair], steps: Iterable[Executed]) -> set[Pair]:
 
 
 def duplicated_steps(steps: Iterable[Executed]) -> int:
-    """Extra executions: a step name done more than once."""
-    return sum(n - 1 for n in Counter(s.name for s in steps).values() if n > 1)
+    """Extra executions: one step (its key) done more than once. Two signals of one account
+    and playbook give two steps of one name, so the name is not the identity."""
+    return sum(n - 1 for n in Counter(s.key or s.name for s in steps).values() if n > 1)
+
+
+def extra_shown(shown: Counter[str], steps: Iterable[Executed]) -> int:
+    """Runs Prefect shows beyond the steps of that name in the store (a step reported twice)."""
+    stored = Counter(s.name for s in steps)
+    return sum(max(0, n - stored[name]) for name, n in shown.items())
 
 
 def extra_copies(ids: Counter[str]) -> int:
@@ -90,7 +98,8 @@ def executed(sessions: sessionmaker[Session], prefix: str) -> tuple[str, list[Ex
     with sessions() as s:
         if s.scalar(select(PlaybookStepRow.id).limit(1)) is not None:
             return "playbook_steps", [
-                Executed(r.account_id, r.playbook, r.run_name, r.done_at, r.attempts)
+                Executed(r.account_id, r.playbook, r.run_name, r.done_at, r.attempts,
+                         r.idempotency_key)
                 for r in s.scalars(select(PlaybookStepRow).where(
                     PlaybookStepRow.account_id.like(like), PlaybookStepRow.status == "done",
                     PlaybookStepRow.done_at.is_not(None)))

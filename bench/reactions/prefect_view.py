@@ -25,18 +25,18 @@ def shown(api_url: str, like: str, source: str) -> int:
     return int(r.json())
 
 
-def doubled(api_url: str, like: str, source: str) -> int:
-    """Extra runs of one name (a step shown twice was executed twice)."""
+def names(api_url: str, like: str, source: str) -> Counter[str]:
+    """How many runs of each name whose name contains `like` Prefect shows."""
     kind = "task_runs" if source == "playbook_steps" else "flow_runs"
-    names: Counter[str] = Counter()
+    found: Counter[str] = Counter()
     offset = 0
     while True:
         r = httpx.post(f"{api_url}/{kind}/filter", json={
             **_filter(kind, like, False), "limit": 200, "offset": offset}, timeout=60)
         r.raise_for_status()
         page = r.json()
-        names.update(run["name"] for run in page)
+        found.update(run["name"] for run in page)
         offset += len(page)
         if len(page) < 200:
             break
-    return sum(n - 1 for n in names.values() if n > 1)
+    return found

@@ -142,7 +142,9 @@ def run_backend(backend: str, o: Options, tag: str, say: Callable[[str], None]
         source = result["burst"]["source"]
         result["duplicated"] = {
             "message_ids": measure.extra_copies(system.smtp.message_ids()),
-            "prefect_runs": prefect_view.doubled(system.prefect.api_url, prefix, source),
+            "prefect_runs": measure.extra_shown(
+                prefect_view.names(system.prefect.api_url, prefix, source),
+                [step for part in "wbs" for step in measure.executed(sessions, prefix + part)[1]]),
             "steps": result["burst"]["duplicated_steps"] + result["steady"]["duplicated_steps"]}
         result["messages"] = len(system.smtp.received)
         system.stop_processes()

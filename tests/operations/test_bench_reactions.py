@@ -46,6 +46,12 @@ def test_duplicates_are_extra_copies_of_one_step_or_message() -> None:
              Executed("a", "upsell", "upsell/a/day-0", _at(2), attempts=2),
              Executed("b", "upsell", "upsell/b/day-0", _at(2))]
     assert measure.duplicated_steps(steps) == 1
+    # two signals of one account and playbook: two steps of one name, none doubled
+    twins = [Executed("a", "nudge", "nudge/a/day-0", _at(1), key="k1"),
+             Executed("a", "nudge", "nudge/a/day-0", _at(2), key="k2")]
+    assert measure.duplicated_steps(twins) == 0
+    assert measure.extra_shown(Counter({"nudge/a/day-0": 2}), twins) == 0
+    assert measure.extra_shown(Counter({"nudge/a/day-0": 3, "x": 1}), twins) == 2
     assert measure.extra_copies(Counter({"<m1>": 3, "<m2>": 1})) == 2
     assert measure.extra_copies(Counter({"<m1>": 1})) == 0
 
