@@ -96,8 +96,8 @@ class Container:
         return Dispatcher(self.sessions, [d.playbook for d in found], self.settings.prefect,
                           first_steps={d.playbook.name: d.first_step for d in found})
 
-    def executor(self, threads: int = 4, lease_s: float = 300.0, report: bool = True
-                 ) -> StepExecutor:
+    def executor(self, threads: int = 4, batch: int = 50, lease_s: float = 300.0,
+                 report: bool = True) -> StepExecutor:
         """A step executor for every discovered playbook, reporting steps to Prefect."""
         from flows.kit.executor import ExecutorOptions, StepExecutor
         from flows.kit.prefect_report import StepReporter
@@ -105,7 +105,7 @@ class Container:
         from flows.kit.runtime import runtime
 
         return StepExecutor(runtime().sessions, {d.playbook.name: d for d in discover()},
-                            ExecutorOptions(threads=threads, lease_s=lease_s),
+                            ExecutorOptions(batch=batch, threads=threads, lease_s=lease_s),
                             reporter=StepReporter() if report else None)
 
     def local_kafka(self) -> LocalKafka:

@@ -72,6 +72,8 @@ class StepExecutor:
 
     def run_forever(self, stop: threading.Event) -> None:
         """Run due steps until `stop` is set (finishes the batch in hand, then returns)."""
+        log.info("executor %s running %d threads, %d steps a claim", self.owner,
+                 self.options.threads, self.options.batch)
         while not stop.is_set():
             try:
                 if self.run_due():

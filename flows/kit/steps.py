@@ -84,7 +84,8 @@ def finish_step(sessions: sessionmaker[Session], step: ClaimedStep, owner: str, 
     """
     now = now or datetime.now(UTC)
     row = PlaybookStepRow
-    values: dict[str, object] = dict(status=status, lease_owner=None, lease_until=None,
+    # lease_owner stays: it says which executor ran the step last
+    values: dict[str, object] = dict(status=status, lease_until=None,
                                      outcome=outcome, last_error=error and error[:512])
     if status == "due":
         values["due_at"] = retry_at or now

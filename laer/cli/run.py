@@ -78,6 +78,8 @@ def serve(
         help="Steps run at once in this process (they wait on SMTP, HTTP, the database).")] = 4,
     ops: Annotated[bool, typer.Option(
         help="Also serve the ops flows (daily sweep, health rollup, reconciler).")] = True,
+    batch: Annotated[int, typer.Option(
+        min=1, help="Steps leased at once; smaller shares a burst out among executors.")] = 50,
     lease_s: Annotated[float, typer.Option(
         min=1.0, help="Seconds a step is held; a step not finished by then (its executor "
         "died) is taken over by another.")] = 300.0,
@@ -95,7 +97,7 @@ def serve(
     refuse_unsafe_start()  # e.g. the default webhook secret outside the demo
     c = container()
     c.migrate()
-    executor = c.executor(threads=threads, lease_s=lease_s)
+    executor = c.executor(threads=threads, batch=batch, lease_s=lease_s)
     stop = threading.Event()
     worker = threading.Thread(target=executor.run_forever, args=(stop,), name="laer-executor")
     worker.start()
