@@ -101,10 +101,6 @@ class PlaybookSettings(BaseSettings):
     delivery_attempts: int = Field(default=12, ge=1)
     delivery_backoff_s: float = Field(default=60.0, gt=0)
     delivery_backoff_max_s: float = Field(default=6 * 3600.0, gt=0)
-    # The reconciler re-creates a crashed or failed step at most this many times.
-    resume_limit: int = Field(default=3, ge=0)
-    # A step still Running after this many seconds is taken for crashed (its process is gone).
-    stale_run_s: float = Field(default=3600.0, gt=0)
 
     def days(self, n: float) -> timedelta:
         """`n` playbook days as a real duration."""
