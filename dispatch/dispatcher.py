@@ -22,9 +22,9 @@ from dispatch.journey import emit_journey
 from dispatch.run_states import FINAL_STATES
 from dispatch.settings import PrefectSettings
 from flows.kit.registry import Playbook
-from flows.kit.steps import enqueue_step
 from laer_domain.model import Stage
 from laer_domain.signals import SignalKind
+from persistence.steps import enqueue_step
 from persistence.tables import OutboxRow, PlaybookRunRow, SignalRow
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from prefect.events import Event
 from prefect.events.clients import EventsClient
 
-from flows.kit.steps import task_run_id
+from persistence.steps import task_run_id
 from persistence.tables import PlaybookRunRow, SignalRow
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,9 @@ from persistence.tables import (
     ActionRow,
     AppliedEventRow,
     HealthChangeRow,
+    OutboxRow,
     PlaybookRunRow,
+    PlaybookStepRow,
     SignalRow,
     StageChangeRow,
 )
@@ -52,6 +54,10 @@ def account_detail(session: Session, account_id: str) -> dict[str, Any] | None:
         PlaybookRunRow.account_id == account_id).order_by(PlaybookRunRow.id))
     actions = session.scalars(select(ActionRow).where(
         ActionRow.account_id == account_id).order_by(ActionRow.id))
+    steps = session.scalars(select(PlaybookStepRow).where(
+        PlaybookStepRow.account_id == account_id).order_by(PlaybookStepRow.due_at))
+    outbox = {o.signal_id: o for o in session.scalars(select(OutboxRow).where(
+        OutboxRow.account_id == account_id))}
     events = session.scalars(select(AppliedEventRow).where(
         AppliedEventRow.account_id == account_id).order_by(AppliedEventRow.id))
     return {
@@ -70,8 +76,8 @@ def account_detail(session: Session, account_id: str) -> dict[str, Any] | None:
         "history": [{"from": h.from_stage, "to": h.to_stage, "at": _iso(h.at),
                      "reason": h.reason, "event_id": h.event_id} for h in history],
         "signals": [{"id": s.id, "kind": s.kind, "at": _iso(s.at), "stage": s.stage,
-                     "evidence": s.evidence, "retracted_at": _iso(s.retracted_at)}
-                    for s in signals],
+                     "evidence": s.evidence, "retracted_at": _iso(s.retracted_at),
+                     **_dispatch(outbox.get(s.id))} for s in signals],
         "playbook_runs": [{"playbook": r.playbook, "flow_run_id": r.flow_run_id,
                            "name": r.flow_run_name, "state": r.state, "signal_id": r.signal_id,
                            "created_at": _iso(r.created_at)} for r in runs],
@@ -79,9 +85,20 @@ def account_detail(session: Session, account_id: str) -> dict[str, Any] | None:
                      "recipient": a.recipient, "role": a.role, "status": a.status,
                      "reason": a.reason, "due_at": _iso(a.due_at),
                      "created_at": _iso(a.created_at)} for a in actions],
+        "steps": [{"name": t.run_name, "status": t.status, "due_at": _iso(t.due_at),
+                   "attempts": t.attempts, "done_at": _iso(t.done_at), "outcome": t.outcome,
+                   "last_error": t.last_error, "task_run_id": t.task_run_id} for t in steps],
         "events": [{"id": e.event_id, "source": e.source, "type": e.type, "time": _iso(e.time)}
                    for e in events],
     }
+
+
+def _dispatch(row: OutboxRow | None) -> dict[str, Any]:
+    # pending, done, retracted, or dispatch_failed with the error that kept it from a playbook
+    if row is None:
+        return {"dispatch": None}
+    return {"dispatch": row.status, "dispatch_attempts": row.attempts,
+            "dispatch_error": row.last_error}
 
 
 def list_tasks(session: Session, status: str | None = None,

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from flows.kit.current import CurrentStep, enter_step, leave_step
 from flows.kit.prefect_report import StepReport, StepReporter
 from flows.kit.registry import Discovered
-from flows.kit.steps import ClaimedStep, claim_due, finish_step, task_run_id
+from persistence.steps import ClaimedStep, claim_due, finish_step, task_run_id
 
 log = logging.getLogger(__name__)
 

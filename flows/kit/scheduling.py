@@ -9,7 +9,7 @@ from uuid import UUID
 
 from flows.kit.current import current_step
 from flows.kit.runtime import current_flow_run_id, runtime
-from flows.kit.steps import enqueue_step
+from persistence.steps import enqueue_step
 
 
 def run_name_for(playbook: str, account_id: str, step: str) -> str:

@@ -30,12 +30,12 @@ from flows.kit.executor import ExecutorOptions, StepExecutor
 from flows.kit.prefect_report import StepReporter
 from flows.kit.registry import Discovered, discover
 from flows.kit.runtime import reset_runtime
-from flows.kit.steps import OPEN
 from laer_domain.events import parse_event
 from laer_domain.policy import Policy
 from laer_domain.service import LifecycleService
 from laer_domain.signals import Signal
 from persistence.db import make_engine, upgrade
+from persistence.steps import OPEN
 from persistence.tables import ActionRow, OutboxRow, PlaybookStepRow
 from persistence.uow import UnitOfWork, session_factory
 

@@ -82,8 +82,10 @@ def account(account_id: str, as_json: JsonFlag = False) -> None:
                     f"{h['band']}")
     for title, rows, cols in (
         ("stage history", detail["history"], ("at", "from", "to", "reason")),
-        ("signals", detail["signals"], ("at", "kind", "stage")),
+        ("signals", detail["signals"], ("at", "kind", "stage", "dispatch", "dispatch_error")),
         ("playbook runs", detail["playbook_runs"], ("playbook", "name", "state")),
+        ("playbook steps", detail["steps"], ("name", "status", "due_at", "attempts",
+                                             "last_error")),
         ("actions", detail["actions"], ("kind", "subject", "recipient", "status", "reason")),
     ):
         table = Table(*cols, title=title)

@@ -1,4 +1,4 @@
-"""The production stack file, the generated deployments and start-up validation."""
+"""The production stack file and start-up validation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import yaml
 from typer.main import get_command
 
 from laer.cli import app
-from laer.deploy import render_prefect_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +28,7 @@ def laer_commands() -> set[str]:
 def test_compose_file_has_the_production_services_with_health_checks() -> None:
     doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = doc["services"]
-    for name in ("kafka", "postgres", "prefect-server", "worker", "consumer", "dispatcher"):
+    for name in ("kafka", "postgres", "prefect-server", "executor", "consumer", "dispatcher"):
         assert name in services, name
     for name in ("kafka", "postgres", "prefect-server", "consumer"):
         assert "healthcheck" in services[name], f"{name} has no health check"
@@ -53,16 +52,6 @@ def test_every_laer_command_in_compose_exists() -> None:
         assert " ".join(words[:2]) in known or words[0] in known, service["command"]
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["laer"]' in dockerfile
-
-
-def test_committed_prefect_yaml_matches_the_discovered_playbooks() -> None:
-    committed = (ROOT / "deployments" / "prefect.yaml").read_text()
-    assert committed == render_prefect_yaml(), "run `laer deployments render`"
-    doc = yaml.safe_load(committed)
-    entrypoints = {d["entrypoint"] for d in doc["deployments"]}
-    for entry in entrypoints:
-        path, func = entry.split(":")
-        assert (ROOT / path).exists() and f"def {func}(" in (ROOT / path).read_text()
 
 
 def test_a_bad_setting_stops_start_up_naming_it(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from flows.kit import machine
 from flows.kit.executor import ExecutorOptions
-from flows.kit.steps import claim_due, requeue_failed
+from persistence.steps import claim_due, requeue_failed
 from persistence.tables import PlaybookRunRow, PlaybookStepRow
 from tests.playbooks.conftest import HarnessFactory, Mailbox, landing
 from tests.playbooks.test_playbooks import _failed_payment
