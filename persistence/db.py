@@ -22,7 +22,10 @@ def make_engine(url: str, timeouts: DbTimeouts | None = None, **kwargs: Any) -> 
     """An engine tuned for this app: SQLite in WAL mode with a busy timeout, pooled PostgreSQL
     with connect, lock and statement timeouts (`timeouts`, the defaults if not given)."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, poolclass=NullPool, **kwargs)
+        # No pool unless asked: a connection per session. The executor asks for one: its
+        # steps open a dozen short sessions each, and a new connection costs about 0.5 ms.
+        kwargs.setdefault("poolclass", NullPool)
+        engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -15,6 +16,7 @@ class CurrentStep:
     tags: set[str] = field(default_factory=set)
     markdown: str | None = None
     name: str | None = None  # playbook/ACCOUNT/step, once the step knows its name
+    settings: Any = None  # the playbook settings, read on first use in this step
 
 
 _current: ContextVar[CurrentStep | None] = ContextVar("laer_current_step", default=None)

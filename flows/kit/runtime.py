@@ -14,6 +14,7 @@ from functools import cached_property
 from prefect.runtime import flow_run
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from flows.kit.settings import FlowSettings, UnsafeSettings, playbook_settings
 from persistence.db import make_engine
@@ -28,7 +29,11 @@ class FlowRuntime:
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.settings.database_url, self.settings.db_timeouts())
+        url = self.settings.database_url
+        if url.startswith("sqlite"):  # pooled: a step opens a dozen short sessions
+            return make_engine(url, self.settings.db_timeouts(), poolclass=QueuePool,
+                               pool_size=8, max_overflow=8)
+        return make_engine(url, self.settings.db_timeouts())
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

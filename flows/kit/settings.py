@@ -131,5 +131,13 @@ class PlaybookSettings(BaseSettings):
 
 
 def playbook_settings() -> PlaybookSettings:
-    """Read the playbook settings (cheap; re-read per run so tests can change them)."""
-    return PlaybookSettings()
+    """The playbook settings, read once per step (so tests can change them between steps)."""
+    from flows.kit.current import current_step
+
+    here = current_step()
+    if here is None:
+        return PlaybookSettings()
+    if here.settings is None:  # reading the environment costs ~2 ms: once per step
+        here.settings = PlaybookSettings()
+    assert isinstance(here.settings, PlaybookSettings)
+    return here.settings
