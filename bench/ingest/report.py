@@ -35,6 +35,10 @@ def report(r: dict[str, Any]) -> Table:
         target = " (target >= 0.5x)" if db == "postgresql" else ""
         table.add_row(f"2. full pipeline, {db}", str(p["events"]), f"{p['rate']:,} ev/s",
                       f"{p['rate'] / raw:.2f}x raw{target}")
+        if p.get("rebuilds"):
+            table.add_row(f"2. account rebuilds of that run ({db})",
+                          str(p["rebuilds"]["replayed_events"]), rebuild_figures(p["rebuilds"]),
+                          "events replayed (left), per rebuild")
     held = r.get("held_back_postgresql")
     if held:
         pipeline = r["pipeline_postgresql"]["rate"]

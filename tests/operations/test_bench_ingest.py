@@ -37,6 +37,8 @@ def test_every_measurement_runs_and_is_written(kafka_broker: LocalKafka, postgre
     assert r["raw"]["events"] >= 2000 and r["raw"]["rate"] > 0
     for phase in ("floor_postgresql", "pipeline_sqlite", "pipeline_postgresql"):
         assert r[phase]["events"] == 2000 and r[phase]["rate"] > 0, phase
+    for phase in ("pipeline_sqlite", "pipeline_postgresql"):
+        assert r[phase]["rebuilds"]["rebuilds"] >= 0, phase  # read out of order, or not
     held = r["held_back_postgresql"]
     assert held["events"] == 2000 and held["rate"] > 0
     assert 0 < held["held_back"] < 2000 and held["resequenced"] > 0  # billing came late
