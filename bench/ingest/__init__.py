@@ -7,6 +7,7 @@ In one run, on one broker (its own LocalKafka on a free port unless --bootstrap 
    process) on SQLite and on PostgreSQL;
    2c. the same on PostgreSQL over a backlog read with the billing topic held back until
    usage and support are read to their end (its rate, and the events re-sequenced);
+   each of these runs also counts and times its account rebuilds (`rebuilds`);
 3. produce -> committed latency at a fixed rate (default 1,000 events/s; p50, p99), the
    producer being a separate process;
 4. one vs two `laer consume` processes in one group (PostgreSQL), over a backlog
@@ -18,4 +19,4 @@ Prints a table and writes bench/results/ingest.json.
 
 # `run` holds the command line and the order; each measurement has its module (`raw`,
 # `floor`, `pipeline`, `held_back`, `latency`, `processes`, with `memory` for the RSS
-# figures), and `report` draws the table.
+# figures and `rebuilds` for the rebuild timings), and `report` draws the table.

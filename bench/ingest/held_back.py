@@ -9,6 +9,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from bench.ingest.pipeline import in_process_loop, records_in
+from bench.ingest.rebuilds import timing_rebuilds
 from bench.topics import encoded, fresh_topics, produce
 from bench.workload import events
 
@@ -41,6 +42,7 @@ def measure_held_back(bootstrap: str, partitions: int, n: int, db_url: str) -> d
     committed batch to its last; the rate is both phases' records over both phases' time.
     The second phase starts when billing starts to be published (a bulk send of a few
     thousand records, a fraction of the phase) and ends with the commit of its last record.
+    The account rebuilds are timed meanwhile (`bench.ingest.rebuilds`).
     """
     topics = fresh_topics(bootstrap, partitions)
     billing = topics.by_family["billing"]
@@ -69,19 +71,20 @@ def measure_held_back(bootstrap: str, partitions: int, n: int, db_url: str) -> d
     resequenced_before = _counter(RESEQUENCED) or 0.0
     loop.on_batch = on_batch
     thread = threading.Thread(target=loop.run)
-    started = time.perf_counter()
-    thread.start()
-    try:
-        if not read_first.wait(timeout=3600):
-            raise RuntimeError("usage and support were not read to their end within an hour")
-        released = time.perf_counter()
-        produce(bootstrap, held)
-        if not done.wait(timeout=3600):
-            raise RuntimeError("the held-back billing events were not read within an hour")
-    finally:
-        loop.stop()
-        thread.join(timeout=60)
-        engine.dispose()
+    with timing_rebuilds() as rebuilds:
+        started = time.perf_counter()
+        thread.start()
+        try:
+            if not read_first.wait(timeout=3600):
+                raise RuntimeError("usage and support were not read to their end within an hour")
+            released = time.perf_counter()
+            produce(bootstrap, held)
+            if not done.wait(timeout=3600):
+                raise RuntimeError("the held-back billing events were not read within an hour")
+        finally:
+            loop.stop()
+            thread.join(timeout=60)
+            engine.dispose()
     resequenced = _counter(RESEQUENCED)
     if resequenced is None:
         raise RuntimeError(f"the consumer exposes no {RESEQUENCED}")
@@ -91,4 +94,5 @@ def measure_held_back(bootstrap: str, partitions: int, n: int, db_url: str) -> d
             "rate": round((n1 + n2) / (s1 + s2)) if s1 + s2 > 0 else 0,
             "first_phase": {"events": len(first), "rate": round(n1 / s1) if s1 > 0 else 0},
             "held_phase": {"events": len(held), "rate": round(n2 / s2) if s2 > 0 else 0},
-            "resequenced": round(resequenced - resequenced_before)}
+            "resequenced": round(resequenced - resequenced_before),
+            "rebuilds": rebuilds.summary()}

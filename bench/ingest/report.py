@@ -7,6 +7,14 @@ from typing import Any
 from rich.table import Table
 
 
+def rebuild_figures(r: dict[str, Any]) -> str:
+    """The rebuilds' line: how many, and what each cost (`bench.ingest.rebuilds`)."""
+    return (f"rebuilds: {r['rebuilds']:,} ({r['accounts']:,} accounts), "
+            f"{r['ms_per_rebuild']} ms each "
+            f"({r['events_per_rebuild']} events replayed, {r['us_per_replayed_event']} µs "
+            f"each), + {r['store_ms_per_rebuild']} ms of store writes")
+
+
 def report(r: dict[str, Any]) -> Table:
     """One row per measurement of `r` (the results written to ingest.json)."""
     raw = r["raw"]["rate"]
@@ -27,6 +35,10 @@ def report(r: dict[str, Any]) -> Table:
         target = " (target >= 0.5x)" if db == "postgresql" else ""
         table.add_row(f"2. full pipeline, {db}", str(p["events"]), f"{p['rate']:,} ev/s",
                       f"{p['rate'] / raw:.2f}x raw{target}")
+        if p.get("rebuilds"):
+            table.add_row(f"2. account rebuilds of that run ({db})",
+                          str(p["rebuilds"]["replayed_events"]), rebuild_figures(p["rebuilds"]),
+                          "events replayed (left), per rebuild")
     held = r.get("held_back_postgresql")
     if held:
         pipeline = r["pipeline_postgresql"]["rate"]
@@ -36,6 +48,10 @@ def report(r: dict[str, Any]) -> Table:
                       f"{held['resequenced']:,} re-sequenced; usage and support first: "
                       f"{held['first_phase']['rate']:,} ev/s (all parked), then billing: "
                       f"{held['held_phase']['rate']:,} ev/s ({held['held_back']:,} events)")
+        rebuilds = held.get("rebuilds")
+        if rebuilds:
+            table.add_row("2c. account rebuilds of that run", str(rebuilds["replayed_events"]),
+                          rebuild_figures(rebuilds), "events replayed (left), per rebuild")
     lat = r["latency_postgresql"]
     table.add_row(f"3. produce->committed @ {lat.get('rate', 0):.0f} ev/s, postgresql",
                   str(lat.get("events")), f"p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms",

@@ -12,7 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.ingest.rebuilds import timing_rebuilds
+from bench.ingest.report import rebuild_figures
+from bench.workload import T0, events
 from laer.local.kafka import LocalKafka
+from laer_domain import in_memory_service, parse_event
+from laer_domain.service import EventBatch
 
 
 def test_every_measurement_runs_and_is_written(kafka_broker: LocalKafka, postgres_url: str,
@@ -32,10 +37,16 @@ def test_every_measurement_runs_and_is_written(kafka_broker: LocalKafka, postgre
     assert r["raw"]["events"] >= 2000 and r["raw"]["rate"] > 0
     for phase in ("floor_postgresql", "pipeline_sqlite", "pipeline_postgresql"):
         assert r[phase]["events"] == 2000 and r[phase]["rate"] > 0, phase
+    for phase in ("pipeline_sqlite", "pipeline_postgresql"):
+        assert r[phase]["rebuilds"]["rebuilds"] >= 0, phase  # read out of order, or not
     held = r["held_back_postgresql"]
     assert held["events"] == 2000 and held["rate"] > 0
     assert 0 < held["held_back"] < 2000 and held["resequenced"] > 0  # billing came late
     assert "held back" in done.stdout
+    rebuilds = held["rebuilds"]
+    assert rebuilds["rebuilds"] > 0 and rebuilds["ms_per_rebuild"] > 0
+    assert rebuilds["replayed_events"] > rebuilds["rebuilds"]
+    assert "rebuilds: " in done.stdout
     lat = r["latency_postgresql"]
     assert lat["events"] == 600  # every paced record was matched to its commit
     assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
@@ -61,3 +72,23 @@ def test_sections_cover_the_batch(postgres_url: str) -> None:
               "write states, timeline, ledger, history, signals"]
     shares = [int(rows[label].rstrip("%")) for label in inside]
     assert all(share > 0 for share in shares) and 50 <= sum(shares) <= 100
+
+
+def test_rebuilds_are_counted_and_timed_then_unwrapped() -> None:
+    """Billing read after usage and support: each account is rebuilt, and only then timed."""
+    evs = [parse_event(e, now=T0) for e in events(400, prefix="t")]
+    late_first = sorted(evs, key=lambda e: (e.source == "billing" and e.type != (
+        "laer.billing.subscription_started")))
+    service = in_memory_service()
+    original = EventBatch._resequenced
+    with timing_rebuilds() as times:
+        batch = service.batch()
+        statuses = [batch.handle(e).status for e in late_first]
+    assert EventBatch._resequenced is original  # put back
+    summary = times.summary()
+    assert summary["rebuilds"] == statuses.count("resequenced") > 0
+    assert summary["replayed_events"] >= 2 * summary["rebuilds"]
+    assert summary["ms_per_rebuild"] > 0 and summary["us_per_replayed_event"] > 0
+    assert summary["store_ms_per_rebuild"] == 0  # no SQL store in memory
+    assert 0 < summary["accounts"] <= summary["rebuilds"]
+    assert rebuild_figures(summary).startswith(f"rebuilds: {summary['rebuilds']:,} (")
