@@ -94,7 +94,8 @@ class Container:
 
         found = discover()
         return Dispatcher(self.sessions, [d.playbook for d in found], self.settings.prefect,
-                          first_steps={d.playbook.name: d.first_step for d in found})
+                          first_steps={d.playbook.name: d.first_step for d in found},
+                          emit_events=prefect_api_configured())
 
     def executor(self, threads: int = 4, batch: int = 50, lease_s: float = 300.0,
                  report: bool = True) -> StepExecutor:
@@ -104,9 +105,10 @@ class Container:
         from flows.kit.registry import discover
         from flows.kit.runtime import runtime
 
+        reporter = StepReporter() if report and prefect_api_configured() else None
         return StepExecutor(runtime().sessions, {d.playbook.name: d for d in discover()},
                             ExecutorOptions(batch=batch, threads=threads, lease_s=lease_s),
-                            reporter=StepReporter() if report else None)
+                            reporter=reporter)
 
     def local_kafka(self) -> LocalKafka:
         """The local single-node broker under the state directory, on the configured port."""
@@ -114,6 +116,14 @@ class Container:
 
         port = int(self.settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
         return LocalKafka(self.settings.state_dir.resolve() / "kafka", port=port)
+
+
+def prefect_api_configured() -> bool:
+    """Whether PREFECT_API_URL names a server (without one, Prefect would start a temporary
+    server of its own in this process: journey events and step reports are then left out)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -18,9 +18,14 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 
-def make_engine(url: str, timeouts: DbTimeouts | None = None, **kwargs: Any) -> Engine:
+def make_engine(url: str, timeouts: DbTimeouts | None = None, *, read_only: bool = False,
+                **kwargs: Any) -> Engine:
     """An engine tuned for this app: SQLite in WAL mode with a busy timeout, pooled PostgreSQL
-    with connect, lock and statement timeouts (`timeouts`, the defaults if not given)."""
+    with connect, lock and statement timeouts (`timeouts`, the defaults if not given).
+
+    `read_only` SQLite engines begin their transactions deferred: in WAL mode a reader then
+    neither waits for the write lock nor holds it (a writer begins IMMEDIATE, see below).
+    """
     if url.startswith("sqlite"):
         # No pool unless asked: a connection per session. The executor asks for one: its
         # steps open a dozen short sessions each, and a new connection costs about 0.5 ms.
@@ -39,9 +44,10 @@ def make_engine(url: str, timeouts: DbTimeouts | None = None, **kwargs: Any) -> 
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn: Any) -> None:
-            # Take the write lock up front: a deferred read-then-write upgrade fails under load.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn: Any) -> None:
+            # Writers take the write lock up front: a deferred read-then-write upgrade fails
+            # under load. Readers need no lock in WAL mode.
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     limits = timeouts or DbTimeouts()

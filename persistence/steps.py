@@ -122,3 +122,15 @@ def requeue_failed(sessions: sessionmaker[Session], ids: list[int] | None = None
     with sessions() as session, session.begin():
         return len(session.execute(stmt.values(status="due", due_at=now, attempts=0,
                                                done_at=None).returning(PlaybookStepRow.id)).all())
+
+
+def list_steps(sessions: sessionmaker[Session], status: str | None = None,
+               account_id: str | None = None, limit: int = 100) -> list[PlaybookStepRow]:
+    """The latest steps (due soonest first among open ones), optionally of a status/account."""
+    stmt = select(PlaybookStepRow)
+    if status is not None:
+        stmt = stmt.where(PlaybookStepRow.status == status)
+    if account_id is not None:
+        stmt = stmt.where(PlaybookStepRow.account_id == account_id)
+    with sessions() as session:
+        return list(session.scalars(stmt.order_by(PlaybookStepRow.due_at.desc()).limit(limit)))

@@ -73,7 +73,10 @@ def measure_baseline(api_url: str, home: Path, runs: int, limit: int, bound_s: f
         deadline = started + bound_s
         done = 0
         while time.monotonic() < deadline:
-            done = _completed(api_url, deployment_id)
+            try:
+                done = _completed(api_url, deployment_id)
+            except httpx.HTTPError:  # the SQLite-backed server is busy running them (503)
+                continue
             if done >= runs:
                 break
             time.sleep(0.5)

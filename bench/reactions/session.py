@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bench.reactions import measure, prefect_view
 from bench.reactions.baseline import measure_baseline
 from bench.reactions.system import System, app_database
@@ -37,8 +39,11 @@ def _wait(what: str, done: Callable[[], bool], bound_s: float, system: System) -
     deadline = time.monotonic() + bound_s
     while time.monotonic() < deadline:
         system.check()
-        if done():
-            return True
+        try:
+            if done():
+                return True
+        except httpx.HTTPError:  # a busy SQLite-backed Prefect answers late or 503: ask again
+            pass
         time.sleep(0.5)
     return False
 

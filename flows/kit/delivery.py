@@ -121,7 +121,7 @@ def _attempt(row: ActionRow) -> Outcome:
 def attempt_delivery(key: str) -> Delivery:
     """Try once to deliver the message recorded under `key` and record what became of it."""
     rt, settings = runtime(), playbook_settings()
-    row = actions.find_action(rt.sessions, key)  # detached: no transaction while sending
+    row = actions.find_action(rt.reads, key)  # detached: no transaction while sending
     if row is None or row.status not in ("pending", "retrying"):
         return Delivery("email", key, "missing") if row is None else delivery_of(row)
     outcome = _attempt(row)
@@ -135,7 +135,7 @@ def attempt_delivery(key: str) -> Delivery:
 
 def retry_deliveries(playbook: str, signal_id: str, step: str) -> list[Delivery]:
     """Try again every message of this step that waits for another attempt."""
-    keys = retrying_keys(runtime().sessions, playbook, signal_id, step)
+    keys = retrying_keys(runtime().reads, playbook, signal_id, step)
     return [attempt_delivery(key) for key in keys]
 
 
@@ -154,7 +154,7 @@ def deliver_message(playbook: str, priority: int, signal_id: str, step: str, mes
     """Pass one message through the outreach gate, then send, defer or suppress it."""
     rt, settings = runtime(), playbook_settings()
     key = message_key(playbook, signal_id, step, message, contact.email)
-    done = actions.find_action(rt.sessions, key)
+    done = actions.find_action(rt.reads, key)
     if done is not None and done.status in ("sent", "suppressed", "retrying", "failed"):
         return delivery_of(done)  # retrying: the step's retry run tries it, not this one
     if done is not None and done.status == "pending":
@@ -163,7 +163,7 @@ def deliver_message(playbook: str, priority: int, signal_id: str, step: str, mes
     intent = MessageIntent(playbook=playbook, name=message, priority=priority,
                            channels=("email", "webhook"), promotional=promotional)
     decision = decide(intent, contact, AccountState.of(account),
-                      _history(actions.sent_to(rt.sessions, contact.email)), now,
+                      _history(actions.sent_to(rt.reads, contact.email)), now,
                       settings.outreach_policy())
     rendered = render(message, message_context(account, contact, extra))
     channel = decision.channel if isinstance(decision, Send) else "email"

@@ -52,7 +52,7 @@ def _schedule_retry(playbook: Playbook, account_id: str, signal_id: str, step: s
                     ) -> str | None:
     # Messages of this step still waiting for another try: run the step again when the
     # earliest is due (its retry run tries them; nothing sleeps meanwhile).
-    at = next_retry(runtime().sessions, playbook.name, signal_id, step)
+    at = next_retry(runtime().reads, playbook.name, signal_id, step)
     if at is None:
         return None
     return schedule_step(playbook.name, account_id, signal_id, step,

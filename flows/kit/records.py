@@ -16,7 +16,7 @@ def _info(row: SignalRow) -> SignalInfo:
 
 def load_signal(signal_id: str) -> SignalInfo | None:
     """The stored signal that started a playbook (its kind, instant and evidence)."""
-    with runtime().sessions() as session:
+    with runtime().reads() as session:
         row = session.get(SignalRow, signal_id)
         return None if row is None else _info(row)
 
@@ -26,7 +26,7 @@ def coalesced_signals(account_id: str, signal: SignalInfo) -> list[SignalInfo]:
 
     One sweep can raise several (one per underused feature); the dispatcher starts one run.
     """
-    with runtime().sessions() as session:
+    with runtime().reads() as session:
         rows = session.scalars(select(SignalRow).where(
             SignalRow.account_id == account_id, SignalRow.at == signal.at,
             SignalRow.kind == signal.kind, SignalRow.retracted_at.is_(None)))
@@ -36,6 +36,6 @@ def coalesced_signals(account_id: str, signal: SignalInfo) -> list[SignalInfo]:
 def load_account(account_id: str) -> Account | None:
     """Re-read the account so every step sees the current stage."""
     # Plain read, no row lock: a flow must never block the consumers.
-    with runtime().sessions() as session:
+    with runtime().reads() as session:
         row = session.get(AccountRow, account_id)
         return None if row is None else Account.model_validate(row.state)

@@ -39,10 +39,24 @@ class FlowRuntime:
     def sessions(self) -> sessionmaker[Session]:
         return session_factory(self.engine)
 
+    @cached_property
+    def read_engine(self) -> Engine:
+        url = self.settings.database_url
+        if url.startswith("sqlite"):  # deferred transactions: no wait for the write lock
+            return make_engine(url, read_only=True, poolclass=QueuePool, pool_size=8,
+                               max_overflow=8)
+        return self.engine
+
+    @cached_property
+    def reads(self) -> sessionmaker[Session]:
+        """Sessions for what a step only reads (its signal, the account, past messages)."""
+        return session_factory(self.read_engine)
+
     def close(self) -> None:
-        """Release the engine's connections, if it was ever built."""
-        if "engine" in self.__dict__:
-            self.engine.dispose()
+        """Release the engines' connections, if they were ever built."""
+        for name in ("read_engine", "engine"):
+            if name in self.__dict__:
+                self.__dict__[name].dispose()
 
 
 _runtime: FlowRuntime | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from laer.cli import actions, dlq, read, run, services
+from laer.cli import actions, dlq, read, run, services, steps
 
 # no locals in tracebacks: they can hold database URLs and other secrets
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
@@ -18,3 +18,4 @@ for command in (run.consume, run.dispatch, run.serve, services.up, services.simu
     app.command()(command)
 app.add_typer(dlq.dlq_app, name="dlq")
 app.add_typer(actions.actions_app, name="actions")
+app.add_typer(steps.steps_app, name="steps")

@@ -3,6 +3,10 @@ one that keeps raising ends `failed`, visible, and can be put back in the queue.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -92,7 +96,16 @@ def test_a_step_that_keeps_raising_ends_failed_and_can_be_requeued(
     assert mailbox.messages == []
 
     monkeypatch.undo()
-    assert requeue_failed(h.sessions) == 1
+    env = {**os.environ, **h.env}
+    listed = subprocess.run([sys.executable, "-m", "laer.cli", "steps", "list", "--status",
+                             "failed", "--json"], env=env, capture_output=True, text=True,
+                            timeout=120, check=True)
+    (shown,) = json.loads(listed.stdout)
+    assert shown["name"] == f"onboarding/{acc}/day-0" and shown["attempts"] == 3
+    assert shown["last_error"] == "ZeroDivisionError: division by zero"
+    subprocess.run([sys.executable, "-m", "laer.cli", "steps", "retry", "--failed"], env=env,
+                   capture_output=True, text=True, timeout=120, check=True)
+    assert requeue_failed(h.sessions) == 0  # the command queued it: nothing failed is left
     again = h.run("onboarding", options=FAST, horizon_s=0)
     assert again.runs == [(f"onboarding/{acc}/day-0", "Completed")]
     assert sorted(mailbox.by_message_id().values()) == [1]
