@@ -152,6 +152,7 @@ class Dispatcher:
                     log.info("dispatched %d signals: %d runs started, %d coalesced, "
                              "%d failed", report.signals, report.started, report.coalesced,
                              report.failed)
+                    await asyncio.sleep(0)  # let a SIGTERM's handler set `stop` between batches
                     continue
             except Exception:
                 log.exception("dispatcher cycle failed; retrying")
