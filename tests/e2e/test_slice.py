@@ -17,6 +17,7 @@ from persistence.tables import (
     AppliedEventRow,
     ConsumerOffsetRow,
     PlaybookRunRow,
+    PlaybookStepRow,
     SignalRow,
     StageChangeRow,
 )
@@ -47,16 +48,18 @@ def consumed(stack: Stack) -> int:
                             .where(ConsumerOffsetRow.topic.in_(topics))) or 0)
 
 
-def completed_run(stack: Stack, account: str) -> PlaybookRunRow | None:
+def first_step_done(stack: Stack, account: str) -> PlaybookStepRow | None:
+    """The account's onboarding day-0 step, once an executor has run it."""
     with stack.sessions() as s:
-        return s.scalar(select(PlaybookRunRow).where(
-            PlaybookRunRow.account_id == account, PlaybookRunRow.state == "Completed"))
+        return s.scalar(select(PlaybookStepRow).where(
+            PlaybookStepRow.account_id == account, PlaybookStepRow.playbook == "onboarding",
+            PlaybookStepRow.step == "start", PlaybookStepRow.status == "done"))
 
 
-def prefect_state(stack: Stack, flow_run_id: str) -> str:
+def prefect_state(stack: Stack, task_run_id: str) -> str | None:
     api = stack.env["PREFECT_API_URL"]
-    body = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
-    return str(body["state"]["type"])
+    response = httpx.get(f"{api}/task_runs/{task_run_id}", timeout=10)
+    return str(response.json()["state"]["type"]) if response.status_code == 200 else None
 
 
 def test_three_events_take_an_account_to_adopt_and_run_onboarding(stack: Stack,
@@ -64,13 +67,13 @@ def test_three_events_take_an_account_to_adopt_and_run_onboarding(stack: Stack,
     account = f"acme-{unique}"
     stack.produce(landing_events(account))
 
-    run = stack.wait_for(lambda: completed_run(stack, account), 180, "onboarding Completed")
-    assert run.playbook == "onboarding"
-    assert run.flow_run_id is not None
-    # our row says Completed from inside the flow; Prefect says so once the run has returned
-    flow_run_id = run.flow_run_id
-    stack.wait_for(lambda: prefect_state(stack, flow_run_id) == "COMPLETED", 60,
-                   "Prefect to report the run COMPLETED")
+    step = stack.wait_for(lambda: first_step_done(stack, account), 180, "onboarding day-0")
+    assert step.run_name == f"onboarding/{account}/day-0" and step.attempts == 1
+    assert step.task_run_id is not None
+    # our row says done when the step ends; Prefect shows its task run once reported
+    task_run_id = step.task_run_id
+    stack.wait_for(lambda: prefect_state(stack, task_run_id) == "COMPLETED", 60,
+                   "Prefect to show the step's task run COMPLETED")
     with stack.sessions() as s:
         acc = s.get(AccountRow, account)
         assert acc is not None and acc.stage == "adopt"
@@ -83,7 +86,7 @@ def test_three_events_take_an_account_to_adopt_and_run_onboarding(stack: Stack,
         task = s.scalar(select(ActionRow).where(ActionRow.account_id == account,
                                                 ActionRow.kind == "task"))
         assert task is not None and task.role == "customer_success"
-        assert task.flow_run_id == run.flow_run_id
+        assert task.flow_run_id == step.task_run_id  # the Prefect run that made it
         email = s.scalar(select(ActionRow).where(ActionRow.account_id == account,
                                                  ActionRow.kind == "email"))
         assert email is not None and email.status in ("sent", "deferred"), email.status
@@ -97,7 +100,9 @@ def test_three_events_take_an_account_to_adopt_and_run_onboarding(stack: Stack,
     assert detail["stage"] == "adopt"
     assert [h["to"] for h in detail["history"]] == ["land", "adopt"]
     assert any(sig["kind"] == "WentLive" for sig in detail["signals"])
-    assert detail["playbook_runs"][0]["state"] == "Completed"
+    assert detail["playbook_runs"][0]["state"] in ("Running", "Completed")
+    assert detail["steps"][0]["name"] == f"onboarding/{account}/day-0"
+    assert detail["steps"][0]["status"] == "done"
     assert {a["kind"] for a in detail["actions"]} == {"task", "email"}
 
     missing = stack.cli("account", f"nobody-{unique}", "--json")
@@ -112,19 +117,22 @@ def test_sending_everything_twice_changes_nothing_twice(stack: Stack, unique: st
     stack.produce(events)
     stack.produce(events)  # redelivered by a producer retry, say: same id and source
     stack.wait_for(lambda: consumed(stack) >= before + 6, 120, "all six records consumed")
-    run = stack.wait_for(lambda: completed_run(stack, account), 180, "onboarding Completed")
+    stack.wait_for(lambda: first_step_done(stack, account), 180, "onboarding day-0")
     with stack.sessions() as s:
         def count(model: Any, column: Any) -> int:
             return int(s.scalar(select(func.count()).select_from(model)
                                 .where(column == account)) or 0)
         assert count(AppliedEventRow, AppliedEventRow.account_id) == 3
         assert count(StageChangeRow, StageChangeRow.account_id) == 2
-        started = list(s.execute(select(PlaybookRunRow.idempotency_key,
-                                        PlaybookRunRow.flow_run_name).where(
-            PlaybookRunRow.account_id == account).order_by(PlaybookRunRow.id)).tuples())
-        # One run from the dispatcher; every other row is a follow-up that run scheduled
-        # itself: its next step, or day 0 again when quiet hours deferred the email.
+        runs = list(s.scalars(select(PlaybookRunRow.idempotency_key).where(
+            PlaybookRunRow.account_id == account)))
+        started = list(s.execute(select(PlaybookStepRow.idempotency_key,
+                                        PlaybookStepRow.run_name).where(
+            PlaybookStepRow.account_id == account).order_by(PlaybookStepRow.id)).tuples())
+        # One run from the dispatcher, its first step; every other step is a follow-up a step
+        # queued: the next step, or day 0 again when quiet hours deferred the email.
         first_key, first_name = started[0]
+        assert runs == [first_key]
         assert first_name == f"onboarding/{account}/day-0"
         assert [k for k, _ in started].count(first_key) == 1
         for key, name in started[1:]:
@@ -136,7 +144,6 @@ def test_sending_everything_twice_changes_nothing_twice(stack: Stack, unique: st
         assert len(actions) == len(set(actions)) == 2, actions
         kinds = list(s.scalars(select(SignalRow.kind).where(SignalRow.account_id == account)))
         assert len(kinds) == len(set(kinds)), kinds
-    assert run.state == "Completed"
 
 
 def read_dead_letters(stack: Stack, want: int, timeout_s: float = 60) -> list[Any]:
@@ -161,7 +168,7 @@ def test_a_malformed_record_goes_to_the_dlq_and_the_rest_flows(stack: Stack,
                       [("content-type", b"application/cloudevents+json")])
     stack.produce(landing_events(account))
 
-    stack.wait_for(lambda: completed_run(stack, account), 180, "onboarding after a bad record")
+    stack.wait_for(lambda: first_step_done(stack, account), 180, "onboarding after a bad record")
     letters = [r for r in read_dead_letters(stack, 1) if r.key == account.encode()]
     assert len(letters) == 1
     headers = {k: v.decode() for k, v in letters[0].headers}

@@ -1,4 +1,4 @@
-"""The Prefect UI, seen as a person sees it: deployments and completed playbook runs."""
+"""The Prefect UI, seen as a person sees it: a playbook step as a completed task run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.e2e.test_slice import completed_run, landing_events
+from tests.e2e.test_slice import first_step_done, landing_events, prefect_state
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "screenshots"
 
@@ -38,18 +38,19 @@ def render(url: str, screenshot: Path | None = None) -> str:
     return dom.stdout
 
 
-def test_prefect_ui_shows_playbook_deployments_and_completed_runs(stack: Stack,
-                                                                  unique: str) -> None:
+def test_prefect_ui_shows_a_playbook_step_as_a_completed_task_run(stack: Stack,
+                                                                   unique: str) -> None:
     account = f"ui-{unique}"
     stack.produce(landing_events(account))
-    run = stack.wait_for(lambda: completed_run(stack, account), 180, "a completed run")
+    step = stack.wait_for(lambda: first_step_done(stack, account), 180, "a step done")
+    task_run_id = step.task_run_id
+    assert task_run_id is not None
+    stack.wait_for(lambda: prefect_state(stack, task_run_id) == "COMPLETED", 60,
+                   "the step's task run in Prefect")
     ui = stack.env["PREFECT_API_URL"].removesuffix("/api")
 
-    deployments = render(f"{ui}/deployments")
-    assert "onboarding" in deployments, deployments[-2000:]
-
-    shot = ARTIFACTS / f"flow-run-{stack.database_url.split(':')[0]}.png"
-    page = render(f"{ui}/runs/flow-run/{run.flow_run_id}", screenshot=shot)
-    assert f"onboarding/{account}" in page
+    shot = ARTIFACTS / f"step-{stack.database_url.split(':')[0]}.png"
+    page = render(f"{ui}/runs/task-run/{task_run_id}", screenshot=shot)
+    assert f"onboarding/{account}/day-0" in page
     assert "Completed" in page
     assert shot.exists() and shot.stat().st_size > 10_000
