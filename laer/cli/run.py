@@ -75,11 +75,13 @@ def dispatch() -> None:
 
 def serve(
     threads: Annotated[int, typer.Option(
+        min=1, envvar="LAER_SERVE_THREADS",
         help="Steps run at once in this process (they wait on SMTP, HTTP, the database).")] = 4,
     ops: Annotated[bool, typer.Option(
         help="Also serve the ops flows (daily sweep, health rollup, reconciler).")] = True,
     batch: Annotated[int, typer.Option(
-        min=1, help="Steps leased at once; smaller shares a burst out among executors.")] = 50,
+        min=1, envvar="LAER_SERVE_BATCH",
+        help="Steps leased at once; smaller shares a burst out among executors.")] = 50,
     lease_s: Annotated[float, typer.Option(
         min=1.0, help="Seconds a step is held; a step not finished by then (its executor "
         "died) is taken over by another.")] = 300.0,
