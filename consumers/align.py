@@ -146,9 +146,10 @@ class Aligner:
 
     # -- releasing --------------------------------------------------------------------------
 
-    def release(self, everything: bool = False) -> Released:
+    def release(self, everything: bool = False, limit: int | None = None) -> Released:
         """Take every record whose time has come (or whose wait ran out), merged by time;
-        `everything`: all held records (before a record is skipped by its position)."""
+        `everything`: all held records (before a record is skipped by its position);
+        `limit`: at most that many (the earliest; the rest stay held, in front)."""
         now = self._clock()
         out = Released()
         runs: list[list[Held]] = []
@@ -169,8 +170,17 @@ class Aligner:
                 run.append(held.popleft())
             if run:
                 runs.append(run)
-        # heapq.merge compares only the heads, so each run keeps its own (offset) order
-        out.items = [(h.record, h.item) for h in heapq.merge(*runs, key=lambda h: h.order)]
+        # heapq.merge compares only the heads, so each run keeps its own (offset) order, and
+        # any prefix of the merge is a prefix of every partition's run
+        merged = list(heapq.merge(*runs, key=lambda h: h.order))
+        if limit is not None and len(merged) > limit:
+            back: dict[TopicPartition, list[Held]] = {}
+            for h in merged[limit:]:
+                back.setdefault((h.record.topic, h.record.partition), []).append(h)
+            for tp, rest in back.items():
+                self._held[tp].extendleft(reversed(rest))
+            merged = merged[:limit]
+        out.items = [(h.record, h.item) for h in merged]
         return out
 
     def restore(self, items: Sequence[Item]) -> None:

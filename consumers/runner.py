@@ -202,6 +202,7 @@ class ConsumerLoop:
                 # timeout only bounds an idle wait), and the next fetch is in flight while a
                 # batch is processed: a batch is what arrived during the previous one, so at a
                 # steady rate batches stay small and latency is about one batch's processing.
+                _unstick_paused_records(consumer)
                 try:
                     polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
                 except Exception as exc:  # never out of the loop: that would crash-loop
@@ -225,7 +226,8 @@ class ConsumerLoop:
                     aligner.add(ingestor.decode(records))
                 if aligner.enabled and aligner.buffered:
                     self._mark_ends(consumer, aligner, listener.pending)
-                released = aligner.release()
+                # at most a poll's worth a batch: the transaction stays the size it was
+                released = aligner.release(limit=self.settings.max_poll_records)
                 self._flow_control(consumer, aligner)
                 metrics.observe_alignment(aligner.buffered, released.forced)
                 if released.items:
@@ -359,3 +361,18 @@ class ConsumerLoop:
             consumer.commit_async(offsets, callback=done)
         except Exception as exc:
             log.warning("kafka offset commit skipped: %s", exc)
+
+
+def _unstick_paused_records(consumer: KafkaConsumer) -> None:
+    """Work around kafka-python 3.0.12 losing a resumed partition's parked records.
+
+    Records fetched for a partition paused mid-drain are parked, and handed back after its
+    resume only by a poll that starts with the fetcher's in-line slot None; but a drained
+    slot stays set (falsy), so the parked records were never returned and the partition,
+    having parked data, was never fetched again: it stalled for good (seen on a backlog with
+    alignment pausing partitions). Clearing a drained slot before each poll hands them back.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    current = getattr(fetcher, "_next_partition_records", None)
+    if current is not None and not current:
+        fetcher._next_partition_records = None  # type: ignore[union-attr]

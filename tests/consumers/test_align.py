@@ -193,3 +193,18 @@ def test_a_partition_that_goes_back_to_reading_holds_again() -> None:
     a.set_at_end((B, 0), False)  # more billing records arrived: its frontier counts again
     a.add([t.record(U, 2), t.record(B, 1)])
     assert where(a.release().items) == [(B, 0, 0)]  # usage's 2 h waits for billing now
+
+
+def test_a_limited_release_takes_the_earliest_and_keeps_the_rest_in_front() -> None:
+    clock, t = Clock(), Topics()
+    a = aligner(clock, max_wait_s=5.0)
+    for tp in [(S, 0), (B, 0), (U, 0)]:
+        a.set_at_end(tp, True)
+    a.add([t.record(U, h) for h in (1, 3, 5)] + [t.record(B, h) for h in (2, 4)])
+    assert hours(a.release(limit=3).items) == [1, 2, 3]
+    assert a.earliest_held() == {(U, 0): 2, (B, 0): 1}
+    clock.now = 6.0  # the kept ones are as old as they were: forced past the bound now
+    a.set_at_end((U, 0), False)
+    a.set_at_end((B, 0), False)
+    out = a.release()
+    assert hours(out.items) == [4, 5] and out.forced == 1  # 4 h is due by the watermark
