@@ -208,7 +208,7 @@ class ConsumerLoop:
                 except Exception as exc:  # never out of the loop: that would crash-loop
                     # a record skipped by its position must not pass held ones: apply them
                     held = aligner.release(everything=True).items
-                    if held and not self._apply(ingestor, consumer, aligner, held):
+                    if held and self._apply(ingestor, consumer, aligner, held) is None:
                         backoff = self._back_off(backoff)
                         continue
                     started = time.perf_counter()
@@ -231,10 +231,13 @@ class ConsumerLoop:
                 self._flow_control(consumer, aligner)
                 metrics.observe_alignment(aligner.buffered, released.forced)
                 if released.items:
-                    if not self._apply(ingestor, consumer, aligner, released.items):
+                    applied = self._apply(ingestor, consumer, aligner, released.items)
+                    if applied is None:
                         backoff = self._back_off(backoff)
                         continue
                     backoff = 0.5
+                    if applied.parked:
+                        last_sweep = 0.0  # a landing may have raced this park: check soon
                 if time.monotonic() - last_sweep > 5.0:
                     last_sweep = time.monotonic()
                     try:
@@ -249,8 +252,8 @@ class ConsumerLoop:
             log.info("consumer stopped")
 
     def _apply(self, ingestor: Ingestor, consumer: KafkaConsumer, aligner: Aligner,
-               items: list[Item]) -> bool:
-        """Ingest released records and commit; False (they are held again) if it failed."""
+               items: list[Item]) -> BatchReport | None:
+        """Ingest released records and commit: the report, or None (they are held again)."""
         started = time.perf_counter()
         try:
             report = ingestor.process_items(items)
@@ -261,12 +264,12 @@ class ConsumerLoop:
             log.exception("batch failed; retrying")
             metrics.observe_retry(retry_cause(exc, "database"))
             aligner.restore(items)
-            return False
+            return None
         metrics.observe_batch(report, time.perf_counter() - started)
         self._commit_kafka(consumer, report)
         if self.on_batch:
             self.on_batch(report)
-        return True
+        return report
 
     @staticmethod
     def _mark_ends(consumer: KafkaConsumer, aligner: Aligner, pending: set[Any]) -> None:
