@@ -92,9 +92,11 @@ class Aligner:
         for topic, partition in tps:
             self._assigned.setdefault(partition, set()).add(topic)
 
-    def revoke(self, tps: Iterable[TopicPartition]) -> None:
+    def revoke(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Partitions taken away: their held records are dropped (their new owner reads them
-        again from the stored offsets, which never passed them)."""
+        again from the stored offsets, which never passed them); returns each one's earliest
+        held offset, where reading must start again if it is assigned back."""
+        earliest: dict[TopicPartition, int] = {}
         for tp in list(tps):
             topic, partition = tp
             topics = self._assigned.get(partition)
@@ -102,7 +104,8 @@ class Aligner:
                 topics.discard(topic)
                 if not topics:
                     del self._assigned[partition]
-            self.forget([tp])
+            earliest.update(self.forget([tp]))
+        return earliest
 
     def forget(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Drop what is known and held of `tps` (they will be read again from the returned

@@ -98,11 +98,15 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         self._group_id = group_id
         self._aligner = aligner
         self.pending: set[Any] = set()
+        # earliest held offsets of revoked partitions: kafka-python keeps the fetch position
+        # of a partition assigned back, which is past what was held and dropped
+        self._held_from: dict[tuple[str, int], int] = {}
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         self.pending.difference_update(revoked)
         if self._aligner is not None:  # held records are not committed: the new owner reads them
-            self._aligner.revoke((tp.topic, tp.partition) for tp in revoked)
+            self._held_from.update(
+                self._aligner.revoke((tp.topic, tp.partition) for tp in revoked))
         log.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
@@ -129,11 +133,15 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         assigned = consumer.assignment()
         ready = [tp for tp in self.pending if tp in assigned]
         for tp in ready:
-            nxt = stored.get((tp.topic, tp.partition))
+            # the stored offset never passes a held record; without one (nothing committed
+            # yet), reading starts again at the first record held when it was revoked
+            nxt = stored.get((tp.topic, tp.partition),
+                             self._held_from.get((tp.topic, tp.partition)))
             if nxt is not None:
                 consumer.seek(tp, nxt)
         consumer.resume(*ready)
         self.pending.clear()
+        self._held_from.clear()
 
 
 @dataclass
