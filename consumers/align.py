@@ -15,10 +15,13 @@ or before the low watermark of its partition; until then it waits here, and ever
 record of the same (t, i) waits behind it, so each partition is released as a prefix of
 what was read, in offset order. Offsets follow from that: a batch commits the offset after
 its last released record of each partition, which is the offset of the earliest one still
-held, and a crash reads the held records again. A record held longer than `max_wait_s` is
-released anyway (a silent or slow topic delays the others by that much at most); what then
-arrives late is re-sequenced as before. Records that are no events (dead letters) have no
-time and never hold anything back.
+held, and a crash reads the held records again. A co-partition nothing was read from for
+`max_wait_s` (and not paused here) is taken as idle and holds nothing back, so a silent
+producer or a stuck fetch delays the others by that much at most; what then arrives late is
+re-sequenced as before. (The wait is counted from the co-partition's last record, not from
+each held record's arrival: on a backlog, records wait their turn to be processed for
+longer than that, which would release them early for no reason.) Records that are no
+events (dead letters) have no time and never hold anything back.
 
 Pure: no Kafka client, no clock of its own (the monotonic clock is passed in).
 """
@@ -84,13 +87,16 @@ class Aligner:
         self._at_end: set[TopicPartition] = set()
         self._held: dict[TopicPartition, deque[Held]] = {}
         self._paused: set[TopicPartition] = set()
+        self._last_read: dict[TopicPartition, float] = {}  # monotonic, or when assigned
 
     # -- assignment -------------------------------------------------------------------------
 
     def assign(self, tps: Iterable[TopicPartition]) -> None:
         """Partitions now assigned: nothing read from them yet."""
+        now = self._clock()
         for topic, partition in tps:
             self._assigned.setdefault(partition, set()).add(topic)
+            self._last_read[(topic, partition)] = now
 
     def revoke(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Partitions taken away: their held records are dropped (their new owner reads them
@@ -118,6 +124,7 @@ class Aligner:
             self._frontier.pop(tp, None)
             self._at_end.discard(tp)
             self._paused.discard(tp)
+            self._last_read[tp] = self._clock()
         return earliest
 
     # -- reading ----------------------------------------------------------------------------
@@ -128,6 +135,7 @@ class Aligner:
         for rec, item in items:
             tp = (rec.topic, rec.partition)
             self._held.setdefault(tp, deque()).append(Held(rec, item, now))
+            self._last_read[tp] = now
             if isinstance(item, CloudEvent):
                 seen = self._frontier.get(tp)
                 if seen is None or item.time > seen:
@@ -140,35 +148,44 @@ class Aligner:
         else:
             self._at_end.discard(tp)
 
-    def low_watermark(self, partition: int) -> datetime:
-        """The latest event time every assigned topic of `partition` has been read to."""
-        marks = [LATEST if (t, partition) in self._at_end
-                 else self._frontier.get((t, partition), EARLIEST)
-                 for t in self._assigned.get(partition, ())]
+    def low_watermark(self, partition: int, strict: bool = False) -> datetime:
+        """The latest event time every assigned topic of `partition` has been read to;
+        not `strict`: a topic silent for `max_wait_s` (and not paused) is left out."""
+        now = self._clock()
+        marks = []
+        for t in self._assigned.get(partition, ()):
+            tp = (t, partition)
+            if tp in self._at_end or (
+                    not strict and tp not in self._paused
+                    and now - self._last_read.get(tp, now) >= self.max_wait_s):
+                marks.append(LATEST)
+            else:
+                marks.append(self._frontier.get(tp, EARLIEST))
         return min(marks, default=LATEST)
 
     # -- releasing --------------------------------------------------------------------------
 
     def release(self, everything: bool = False, limit: int | None = None) -> Released:
-        """Take every record whose time has come (or whose wait ran out), merged by time;
+        """Take every record whose time has come (or whose co-partitions went silent), merged
+        by time;
         `everything`: all held records (before a record is skipped by its position);
         `limit`: at most that many (the earliest; the rest stay held, in front)."""
-        now = self._clock()
         out = Released()
         runs: list[list[Held]] = []
-        marks: dict[int, datetime] = {}
+        marks: dict[int, tuple[datetime, datetime]] = {}
         for tp, held in self._held.items():
             if not held:
                 continue
-            mark = LATEST if everything or not self.enabled else marks.get(tp[1])
-            if mark is None:
-                mark = marks[tp[1]] = self.low_watermark(tp[1])
+            if everything or not self.enabled:
+                mark, strict = LATEST, LATEST
+            else:
+                if tp[1] not in marks:
+                    marks[tp[1]] = (self.low_watermark(tp[1]),
+                                    self.low_watermark(tp[1], strict=True))
+                mark, strict = marks[tp[1]]
             run: list[Held] = []
-            while held:
-                head = held[0]
-                if head.time > mark:
-                    if now - head.since < self.max_wait_s:
-                        break
+            while held and held[0].time <= mark:
+                if held[0].time > strict:  # only because a co-partition went silent
                     out.forced += 1
                 run.append(held.popleft())
             if run:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from consumers.align import Aligner, Item
@@ -102,18 +103,30 @@ def test_later_records_of_a_partition_wait_behind_a_held_one() -> None:
     assert hours(a.release().items) == [8, 2]  # merged by time, each partition in its order
 
 
-def test_a_record_held_longer_than_the_bound_is_released_anyway() -> None:
+def test_a_co_partition_silent_for_the_bound_holds_nothing_back() -> None:
     clock, t = Clock(), Topics()
     a = aligner(clock, max_wait_s=5.0)
+    a.set_at_end((S, 0), True)
     a.add([t.record(U, 1), t.record(U, 2)])
     clock.now = 4.9
-    a.add([t.record(U, 3)])
+    a.add([t.record(U, 3)])  # waiting longer than the bound for processing changes nothing
     assert a.release().items == []
-    clock.now = 5.0
+    clock.now = 5.0  # billing 0: assigned 5 s ago, nothing read, not at its end: silent
     out = a.release()
-    assert hours(out.items) == [1, 2] and out.forced == 2  # the later one has 0.1 s to go
-    clock.now = 9.9
-    assert a.release().forced == 1 and a.buffered == 0
+    assert hours(out.items) == [1, 2, 3] and out.forced == 3
+    a.add([t.record(B, 0), t.record(U, 4)])  # billing speaks again: it holds usage back
+    assert hours(a.release().items) == [0] and a.buffered == 1
+
+
+def test_a_paused_co_partition_is_never_taken_as_silent() -> None:
+    clock, t = Clock(), Topics()
+    a = aligner(clock, max_wait_s=5.0, bound=1)
+    a.set_at_end((S, 0), True)
+    a.add([t.record(B, 5), t.record(B, 6)])  # billing ahead: paused, so nothing read from it
+    assert a.pause_changes() == ([(B, 0)], [])
+    clock.now = 10.0  # usage silent: left out; billing, paused, still counts at its 6 h
+    assert a.low_watermark(0) == T0 + timedelta(hours=6)
+    assert hours(a.release().items) == [5, 6]
 
 
 def test_dead_letters_wait_for_nothing_but_keep_their_place() -> None:
@@ -204,8 +217,4 @@ def test_a_limited_release_takes_the_earliest_and_keeps_the_rest_in_front() -> N
     a.add([t.record(U, h) for h in (1, 3, 5)] + [t.record(B, h) for h in (2, 4)])
     assert hours(a.release(limit=3).items) == [1, 2, 3]
     assert a.earliest_held() == {(U, 0): 2, (B, 0): 1}
-    clock.now = 6.0  # the kept ones are as old as they were: forced past the bound now
-    a.set_at_end((U, 0), False)
-    a.set_at_end((B, 0), False)
-    out = a.release()
-    assert hours(out.items) == [4, 5] and out.forced == 1  # 4 h is due by the watermark
+    assert hours(a.release().items) == [4, 5]
