@@ -80,7 +80,8 @@ class ConsumerSettings(BaseModel):
                     "event time (consumers.align); off: apply as read, re-sequence late ones")
     align_max_wait_s: float = Field(
         default=5.0, ge=0,
-        description="longest a record is held for alignment; then it is applied anyway")
+        description="a co-partition silent this long (not at its end, not paused) holds "
+                    "nothing back: the longest a silent producer delays the others")
     align_buffer_records: int = Field(
         default=2000, ge=1,
         description="records held per partition before it is paused until half drained")
