@@ -112,8 +112,16 @@ class Ingestor:
 
         Raises only infrastructure failures (`consumers.failures`).
         """
+        return self.process_items(self.decode(records))
+
+    def decode(self, records: Sequence[RawRecord]) -> list[Item]:
+        """Each record with its event, or the dead letter it is (decoding is pure)."""
         now = self._clock()
-        decoded = [(rec, self._decode(rec, now)) for rec in records]
+        return [(rec, self._decode(rec, now)) for rec in records]
+
+    def process_items(self, decoded: Sequence[Item]) -> BatchReport:
+        """`process` for records already decoded; each partition's must be in offset order."""
+        decoded = list(decoded)
         sent: set[tuple[str, int, int]] = set()
         report = BatchReport()
         parts = [decoded]  # a stack of slices of the batch, taken in offset order

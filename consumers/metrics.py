@@ -28,6 +28,12 @@ RETRIES = Counter(
 LAG = Gauge("laer_consumer_lag", "Records behind the end of the partition",
             ["topic", "partition"])
 
+ALIGN_BUFFERED = Gauge("laer_consumer_align_buffered_records",
+                       "Records read and held until the other topics caught up in event time")
+ALIGN_FORCED = Counter("laer_consumer_align_forced_total",
+                       "Records applied because they were held longer than the alignment "
+                       "bound (LAER_CONSUMER__ALIGN_MAX_WAIT_S), not by the watermark")
+
 
 def serve(port: int) -> None:
     """Expose /metrics on `port`."""
@@ -67,3 +73,10 @@ def observe_lag(consumer: Any) -> None:
             LAG.labels(tp.topic, str(tp.partition)).set(max(0, ends[tp] - position))
     except Exception as exc:  # metrics must never stop ingestion
         log.debug("lag not measured: %s", exc)
+
+
+def observe_alignment(buffered: int, forced: int) -> None:
+    """Records held for alignment now, and those just applied after the longest wait."""
+    ALIGN_BUFFERED.set(buffered)
+    if forced:
+        ALIGN_FORCED.inc(forced)

@@ -15,10 +15,12 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy.orm import Session, sessionmaker
 
 from consumers import metrics
+from consumers.align import Aligner, Item
 from consumers.corrupt import after_failed_poll
 from consumers.dlq import DeadLetterSink
 from consumers.failures import retry_cause
@@ -69,6 +71,9 @@ def consumer_options(kafka: KafkaSettings, settings: ConsumerSettings) -> dict[s
         # a topic created just before start-up may be absent from the first metadata (the
         # group then assigns nothing); a short refresh picks it (and new partitions) up
         metadata_max_age_ms=30_000,
+        # partition i of every source topic to the same member: alignment (consumers.align)
+        # compares the co-partitions of one account's topics, so they must be read together
+        partition_assignment_strategy=[RangePartitionAssignor],
         **kafka.client_options(),
     )
     instance = kafka.group_instance_id
@@ -86,18 +91,28 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
     """
 
     def __init__(self, consumer_ref: Callable[[], KafkaConsumer],
-                 factory: sessionmaker[Session], group_id: str) -> None:
+                 factory: sessionmaker[Session], group_id: str,
+                 aligner: Aligner | None = None) -> None:
         self._consumer_ref = consumer_ref
         self._factory = factory
         self._group_id = group_id
+        self._aligner = aligner
         self.pending: set[Any] = set()
+        # earliest held offsets of revoked partitions: kafka-python keeps the fetch position
+        # of a partition assigned back, which is past what was held and dropped
+        self._held_from: dict[tuple[str, int], int] = {}
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         self.pending.difference_update(revoked)
+        if self._aligner is not None:  # held records are not committed: the new owner reads them
+            self._held_from.update(
+                self._aligner.revoke((tp.topic, tp.partition) for tp in revoked))
         log.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        if self._aligner is not None:
+            self._aligner.assign((tp.topic, tp.partition) for tp in assigned)
         if not assigned:
             return
         consumer = self._consumer_ref()
@@ -118,11 +133,15 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         assigned = consumer.assignment()
         ready = [tp for tp in self.pending if tp in assigned]
         for tp in ready:
-            nxt = stored.get((tp.topic, tp.partition))
+            # the stored offset never passes a held record; without one (nothing committed
+            # yet), reading starts again at the first record held when it was revoked
+            nxt = stored.get((tp.topic, tp.partition),
+                             self._held_from.get((tp.topic, tp.partition)))
             if nxt is not None:
                 consumer.seek(tp, nxt)
         consumer.resume(*ready)
         self.pending.clear()
+        self._held_from.clear()
 
 
 @dataclass
@@ -162,11 +181,16 @@ class ConsumerLoop:
                             self.settings, self.dead_letters, self.clock)
         sweeper = ParkedSweeper(self.factory, self.policy, self.settings.park_window,
                                 self.dead_letters, self.clock)
+        aligner = Aligner(max_wait_s=self.settings.align_max_wait_s,
+                          bound=self.settings.align_buffer_records,
+                          enabled=self.settings.align, clock=time.monotonic)
         consumer = self._consumer()
         if self.gc_tuning:
             tune_gc()
         self._await_topics(consumer, list(k.source_topics))
-        listener = SeekToStoredOffsets(lambda: consumer, self.factory, k.group_id)
+        if aligner.enabled and not self._co_partitioned(consumer, list(k.source_topics)):
+            aligner.enabled = False
+        listener = SeekToStoredOffsets(lambda: consumer, self.factory, k.group_id, aligner)
         consumer.subscribe(topics=list(k.source_topics), listener=listener)
         backoff = 0.5
         last_sweep = 0.0
@@ -186,9 +210,15 @@ class ConsumerLoop:
                 # timeout only bounds an idle wait), and the next fetch is in flight while a
                 # batch is processed: a batch is what arrived during the previous one, so at a
                 # steady rate batches stay small and latency is about one batch's processing.
+                _unstick_paused_records(consumer)
                 try:
                     polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
                 except Exception as exc:  # never out of the loop: that would crash-loop
+                    # a record skipped by its position must not pass held ones: apply them
+                    held = aligner.release(everything=True).items
+                    if held and self._apply(ingestor, consumer, aligner, held) is None:
+                        backoff = self._back_off(backoff)
+                        continue
                     started = time.perf_counter()
                     report = after_failed_poll(consumer, k, ingestor, exc)
                     if report is None:
@@ -201,24 +231,20 @@ class ConsumerLoop:
                 records = [RawRecord.from_consumer_record(r)
                            for batch in polled.values() for r in batch]
                 if records:
-                    started = time.perf_counter()
-                    try:
-                        report = ingestor.process(records)
-                    except Exception as exc:
-                        # Database or broker down, or a conflict that outlasted its retries:
-                        # rewind to the batch start and try again later; nothing is committed
-                        # (the parts that were are skipped by their stored offsets).
-                        log.exception("batch failed; retrying in %.1fs", backoff)
-                        metrics.observe_retry(retry_cause(exc, "database"))
-                        self._rewind(consumer, records)
+                    aligner.add(ingestor.decode(records))
+                if aligner.enabled and aligner.buffered:
+                    self._mark_ends(consumer, aligner, listener.pending)
+                # at most a poll's worth a batch: the transaction stays the size it was
+                released = aligner.release(limit=self.settings.max_poll_records)
+                self._flow_control(consumer, aligner)
+                metrics.observe_alignment(aligner.buffered, released.forced)
+                if released.items:
+                    applied = self._apply(ingestor, consumer, aligner, released.items)
+                    if applied is None:
                         backoff = self._back_off(backoff)
                         continue
                     backoff = 0.5
-                    metrics.observe_batch(report, time.perf_counter() - started)
-                    self._commit_kafka(consumer, report)
-                    if self.on_batch:
-                        self.on_batch(report)
-                    if report.parked:
+                    if applied.parked:
                         last_sweep = 0.0  # a landing may have raced this park: check soon
                 if time.monotonic() - last_sweep > 5.0:
                     last_sweep = time.monotonic()
@@ -229,8 +255,65 @@ class ConsumerLoop:
                         metrics.observe_retry(retry_cause(exc, "database"))
                     metrics.observe_lag(consumer)
         finally:
+            # held records are simply not committed: the next owner reads them again
             consumer.close()  # leaves the group so partitions move at once
             log.info("consumer stopped")
+
+    def _apply(self, ingestor: Ingestor, consumer: KafkaConsumer, aligner: Aligner,
+               items: list[Item]) -> BatchReport | None:
+        """Ingest released records and commit: the report, or None (they are held again)."""
+        started = time.perf_counter()
+        try:
+            report = ingestor.process_items(items)
+        except Exception as exc:
+            # Database or broker down, or a conflict that outlasted its retries: hold the
+            # records again and retry later; nothing is committed (the parts that were are
+            # skipped by their stored offsets).
+            log.exception("batch failed; retrying")
+            metrics.observe_retry(retry_cause(exc, "database"))
+            aligner.restore(items)
+            return None
+        metrics.observe_batch(report, time.perf_counter() - started)
+        self._commit_kafka(consumer, report)
+        if self.on_batch:
+            self.on_batch(report)
+        return report
+
+    @staticmethod
+    def _mark_ends(consumer: KafkaConsumer, aligner: Aligner, pending: set[Any]) -> None:
+        """Tell the aligner which partitions are read to their end (they hold nothing back)."""
+        for tp in consumer.assignment():
+            at_end = False
+            if tp not in pending:  # not sought to its stored offset yet: unknown
+                try:
+                    highwater = consumer.highwater(tp)  # from the last fetch response
+                    position = (consumer.position(tp, timeout_ms=0)
+                                if highwater is not None else None)
+                    at_end = position is not None and position >= highwater
+                except Exception as exc:  # revoked meanwhile: it is dropped anyway
+                    log.debug("end of %s not known: %s", tp, exc)
+            aligner.set_at_end((tp.topic, tp.partition), at_end)
+
+    @staticmethod
+    def _flow_control(consumer: KafkaConsumer, aligner: Aligner) -> None:
+        """Pause partitions the aligner holds too much of; resume them once half drained."""
+        pause, resume = aligner.pause_changes()
+        assigned = consumer.assignment()
+        if pause:
+            consumer.pause(*(t for t in (TopicPartition(*tp) for tp in pause) if t in assigned))
+        if resume:
+            consumer.resume(*(t for t in (TopicPartition(*tp) for tp in resume)
+                              if t in assigned))
+
+    @staticmethod
+    def _co_partitioned(consumer: KafkaConsumer, topics: list[str]) -> bool:
+        """Whether the source topics have one partition count (alignment needs it)."""
+        counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
+        if len(set(counts.values())) == 1:
+            return True
+        log.error("source topics are not co-partitioned (%s): event-time alignment is off; "
+                  "late events are re-sequenced instead", counts)
+        return False
 
     def _keep_alive(self, consumer: KafkaConsumer) -> None:
         """Poll to stay in the group while waiting; records it returns are read again later."""
@@ -289,3 +372,18 @@ class ConsumerLoop:
             consumer.commit_async(offsets, callback=done)
         except Exception as exc:
             log.warning("kafka offset commit skipped: %s", exc)
+
+
+def _unstick_paused_records(consumer: KafkaConsumer) -> None:
+    """Work around kafka-python 3.0.12 losing a resumed partition's parked records.
+
+    Records fetched for a partition paused mid-drain are parked, and handed back after its
+    resume only by a poll that starts with the fetcher's in-line slot None; but a drained
+    slot stays set (falsy), so the parked records were never returned and the partition,
+    having parked data, was never fetched again: it stalled for good (seen on a backlog with
+    alignment pausing partitions). Clearing a drained slot before each poll hands them back.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    current = getattr(fetcher, "_next_partition_records", None)
+    if current is not None and not current:
+        fetcher._next_partition_records = None  # type: ignore[union-attr]

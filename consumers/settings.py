@@ -74,3 +74,14 @@ class ConsumerSettings(BaseModel):
     account_cache_size: int = Field(
         default=10_000, ge=0,
         description="accounts kept parsed between batches (about 8 KB each; 0 = none)")
+    align: bool = Field(
+        default=True,
+        description="hold records until the co-partitions of the other topics caught up in "
+                    "event time (consumers.align); off: apply as read, re-sequence late ones")
+    align_max_wait_s: float = Field(
+        default=5.0, ge=0,
+        description="a co-partition silent this long (not at its end, not paused) holds "
+                    "nothing back: the longest a silent producer delays the others")
+    align_buffer_records: int = Field(
+        default=2000, ge=1,
+        description="records held per partition before it is paused until half drained")
