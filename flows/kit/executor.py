@@ -56,9 +56,6 @@ class StepExecutor:
         self.options = options or ExecutorOptions()
         self.reporter = reporter
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.executed = 0
-        self.errors = 0
-        self._count_lock = threading.Lock()
 
     def run_due(self, now: datetime | None = None) -> list[tuple[str, str]]:
         """Lease and run one batch of due steps; each one's run name and end state."""
@@ -114,9 +111,6 @@ class StepExecutor:
         kept = finish_step(self.sessions, step, self.owner, status=status, outcome=outcome,
                            error=error, retry_at=retry_at, task_run_id=current.task_run_id,
                            run_name=name, now=ended)
-        with self._count_lock:
-            self.executed += 1
-            self.errors += error is not None
         if not kept:
             log.warning("lease of %s was lost while it ran", step.key)
         if self.reporter is not None:
