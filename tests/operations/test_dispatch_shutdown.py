@@ -49,8 +49,11 @@ def test_sigterm_with_a_backlog_stops_within_a_batch_and_loses_nothing(
         database_url: str, tmp_path: Path) -> None:
     engine = make_engine(database_url)
     upgrade(engine)
-    sessions = session_factory(engine)
-    _seed(sessions, BACKLOG)
+    _seed(session_factory(engine), BACKLOG)
+    # Counting reads must not queue for SQLite's write lock: the dispatcher holds it batch
+    # after batch, and a writer-engine reader then starves until the backlog is gone.
+    reads = make_engine(database_url, read_only=True)
+    sessions = session_factory(reads)
     env = dict(os.environ, LAER_DATABASE_URL=database_url, LAER_PREFECT__DISPATCH_BATCH="200")
     env.pop("PREFECT_API_URL", None)  # journey events have nowhere to go: dispatch goes on
     log = (tmp_path / "dispatch.log").open("wb")
@@ -78,4 +81,5 @@ def test_sigterm_with_a_backlog_stops_within_a_batch_and_loses_nothing(
     with sessions() as s:  # every dispatched signal has exactly its run's first step
         steps = s.scalar(select(func.count()).select_from(PlaybookStepRow))
     assert steps == done
+    reads.dispose()
     engine.dispose()
