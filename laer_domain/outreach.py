@@ -10,7 +10,8 @@ Rules, checked in this order (the first that applies decides):
 4. ``frequency_cap``: the contact already received ``frequency_cap`` messages of the same or
    a higher priority within the rolling ``frequency_window`` -> Suppress. Only messages of
    priority >= this one count, so lower-priority traffic (upsell) never blocks a renewal
-   message, while a renewal message does use up room for an upsell.
+   message, while a renewal message does use up room for an upsell. The suppression names
+   the messages that used the budget (`Suppress.used_by`, the ids of their `SentMessage`s).
 5. ``quiet_hours``: the contact's local time is inside the quiet window (default
    20:00-08:00, may wrap midnight) -> Defer until the window ends, local time.
 
@@ -69,6 +70,7 @@ class SentMessage:
     at: datetime
     priority: int
     playbook: str = ""
+    id: int | None = None  # the stored action, so a suppression can say what used the cap
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,13 @@ class Send:
 
 @dataclass(frozen=True)
 class Suppress:
-    """Do not deliver; `reason` is stored with the action."""
+    """Do not deliver; `reason` is stored with the action.
+
+    `used_by`: for ``frequency_cap``, the ids of the messages that used up the budget.
+    """
 
     reason: str
+    used_by: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,12 +142,20 @@ def quiet_hours_end(now: datetime, timezone: str, start: time, end: time) -> dat
     return resume.astimezone(UTC)
 
 
+def counted(
+    history: Iterable[SentMessage], intent: MessageIntent, now: datetime, window: timedelta
+) -> list[SentMessage]:
+    """The messages of this or a higher priority the contact got within the window, oldest first."""
+    since = now - window
+    return sorted((m for m in history if since < m.at <= now and m.priority >= intent.priority),
+                  key=lambda m: m.at)
+
+
 def cap_count(
     history: Iterable[SentMessage], intent: MessageIntent, now: datetime, window: timedelta
 ) -> int:
     """How many messages of this or a higher priority the contact got within the window."""
-    since = now - window
-    return sum(1 for m in history if since < m.at <= now and m.priority >= intent.priority)
+    return len(counted(history, intent, now, window))
 
 
 def choose_channel(
@@ -175,11 +189,13 @@ def decide(
         wanted = "/".join(intent.channels)
         allowed = "/".join(contact.channels) or "none"
         return Suppress(f"no_allowed_channel: wants {wanted}, contact allows {allowed}")
-    count = cap_count(history, intent, now, policy.frequency_window)
-    if count >= policy.frequency_cap:
+    within = counted(history, intent, now, policy.frequency_window)
+    if len(within) >= policy.frequency_cap:
         days = policy.frequency_window / timedelta(days=1)
         return Suppress(
-            f"frequency_cap: {count} messages of priority >= {intent.priority} in {days:g} days"
+            f"frequency_cap: {len(within)} messages of priority >= {intent.priority} "
+            f"in {days:g} days",
+            tuple(m.id for m in within if m.id is not None),
         )
     resume = quiet_hours_end(now, contact.timezone, policy.quiet_start, policy.quiet_end)
     if resume is not None:

@@ -134,3 +134,20 @@ def test_suppression_wins_over_quiet_hours() -> None:
 def test_naive_clock_is_refused() -> None:
     with pytest.raises(ValueError):
         decide(intent(), contact(), ADOPT, [], datetime(2026, 1, 1, 12), POLICY)
+
+
+def test_a_cap_suppression_names_the_messages_that_used_the_budget() -> None:
+    history = [SentMessage(at=NOON_BERLIN - timedelta(hours=30), priority=Priority.RENEWAL, id=7),
+               SentMessage(at=NOON_BERLIN - timedelta(hours=5), priority=Priority.ONBOARDING,
+                           id=9),
+               SentMessage(at=NOON_BERLIN - timedelta(hours=2), priority=Priority.UPSELL, id=11),
+               SentMessage(at=NOON_BERLIN - timedelta(days=8), priority=Priority.RENEWAL, id=3)]
+    got = decide(intent(Priority.ONBOARDING), contact(), ADOPT, history, NOON_BERLIN, POLICY)
+    # the upsell (lower priority) and the one outside the window did not count; oldest first
+    assert got == Suppress("frequency_cap: 2 messages of priority >= 2 in 7 days", (7, 9))
+
+
+def test_other_suppressions_name_no_messages() -> None:
+    history = [SentMessage(at=NOON_BERLIN - timedelta(hours=1), priority=Priority.RENEWAL, id=1)]
+    got = decide(intent(), contact(opted_out=True), ADOPT, history * 3, NOON_BERLIN, POLICY)
+    assert isinstance(got, Suppress) and got.used_by == ()
