@@ -1,6 +1,10 @@
 """Action rows of playbooks (messages and tasks), each recorded once under an idempotency key.
 
 The effects themselves (SMTP, webhooks) are in transport.py; their retries in retries.py.
+Each row keeps its provenance in `payload` (read back by persistence/provenance.py):
+`signal_id` and `step` name it, `trail` lists every status it was given with the step
+execution that gave it (step row key, attempt, Prefect task run id) and the gate's decision,
+and `deliveries` every attempt at sending it (outcome, HTTP status or SMTP code, error).
 """
 
 from __future__ import annotations
@@ -11,8 +15,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from flows.kit.current import current_step
+from laer_domain.outreach import Decision, Defer, OutreachPolicy, Send, Suppress
 from persistence.tables import ActionRow
 from persistence.upsert import insert_if_absent
+
+TRAIL_MAX = 20  # entries kept per action: a message deferred night after night stays bounded
 
 
 def _now() -> datetime:
@@ -25,9 +33,53 @@ def find_action(factory: sessionmaker[Session], key: str) -> ActionRow | None:
         return session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
 
 
+def step_run() -> dict[str, Any]:
+    """The step execution at work: its step row key, attempt and Prefect task run id."""
+    here = current_step()
+    if here is None:  # a flow run by hand, outside an executor
+        return {}
+    return {"step_key": here.key, "attempt": here.attempt, "task_run_id": here.task_run_id}
+
+
+def gate_record(decision: Decision, now: datetime, policy: OutreachPolicy) -> dict[str, Any]:
+    """The outreach gate's decision at `now` as stored: the cap it applied and what used it."""
+    out: dict[str, Any] = {"decision": type(decision).__name__.lower(), "at": now.isoformat(),
+                           "frequency_cap": policy.frequency_cap,
+                           "window_days": policy.frequency_window.total_seconds() / 86400}
+    if isinstance(decision, Send):
+        out["channel"] = decision.channel
+    elif isinstance(decision, Suppress):
+        out.update(reason=decision.reason, used_by=list(decision.used_by))
+    elif isinstance(decision, Defer):
+        out.update(reason=decision.reason, until=decision.until.isoformat())
+    return out
+
+
+def _trail(payload: dict[str, Any], status: str, reason: str | None,
+           gate: dict[str, Any] | None) -> list[dict[str, Any]]:
+    entry: dict[str, Any] = {"status": status, "at": _now().isoformat(), "reason": reason,
+                             **step_run()}
+    if gate is not None:
+        entry["gate"] = gate
+    return [*(payload.get("trail") or []), entry][-TRAIL_MAX:]
+
+
+def note_attempt(row: ActionRow, outcome: str, code: int | None, error: str | None,
+                 now: datetime) -> None:
+    """Add one delivery attempt (its outcome, HTTP/SMTP code, error) to the row's payload."""
+    entry = {"attempt": (row.attempts or 0), "at": now.isoformat(), "outcome": outcome,
+             "code": code, "error": error, **step_run()}
+    row.payload = {**row.payload,
+                   "deliveries": [*(row.payload.get("deliveries") or []), entry][-TRAIL_MAX:]}
+
+
 def _record(session: Session, key: str, fields: dict[str, Any]) -> tuple[ActionRow, bool]:
+    payload = dict(fields.get("payload") or {})
+    payload["trail"] = _trail(payload, fields["status"], fields.get("reason"),
+                              payload.get("gate"))
     created = insert_if_absent(session, ActionRow,
-                               {"idempotency_key": key, "created_at": _now(), **fields},
+                               {"idempotency_key": key, "created_at": _now(), **fields,
+                                "payload": payload},
                                key=("idempotency_key",))
     row = session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
     assert row is not None, key
@@ -36,11 +88,12 @@ def _record(session: Session, key: str, fields: dict[str, Any]) -> tuple[ActionR
 
 def _move(row: ActionRow, status: str, reason: str | None, due_at: datetime | None,
           payload: dict[str, Any] | None) -> None:
+    gate = (payload or {}).get("gate")
+    trail = _trail(row.payload, status, reason, gate)
     row.status = status
     row.reason = reason
     row.due_at = due_at
-    if payload is not None:
-        row.payload = {**row.payload, **payload}
+    row.payload = {**row.payload, **(payload or {}), "trail": trail}
 
 
 def record_action(factory: sessionmaker[Session], *, key: str, account_id: str, playbook: str,

@@ -17,6 +17,7 @@ class CurrentStep:
     markdown: str | None = None
     name: str | None = None  # playbook/ACCOUNT/step, once the step knows its name
     settings: Any = None  # the playbook settings, read on first use in this step
+    attempt: int = 0  # which execution of the step row this is (1, 2, ... as leased)
 
 
 _current: ContextVar[CurrentStep | None] = ContextVar("laer_current_step", default=None)

@@ -47,6 +47,7 @@ class Delivery:
     recipient: str | None = None
     reason: str | None = None
     due_at: datetime | None = None
+    action_id: int | None = None  # its row: `laer why <id>`
 
 
 def _short(text: str) -> str:
@@ -82,7 +83,7 @@ def _history(rows: Sequence[ActionRow]) -> list[SentMessage]:
         raw = row.payload.get("sent_at")
         at = datetime.fromisoformat(raw) if raw else row.created_at
         out.append(SentMessage(at=at, priority=int(row.payload.get("priority", 0)),
-                               playbook=row.playbook))
+                               playbook=row.playbook, id=row.id))
     return out
 
 
@@ -100,7 +101,7 @@ def delivery_of(row: ActionRow) -> Delivery:
     """The Delivery an action row stands for."""
     reason = row.reason if row.status != "retrying" else row.last_error
     due = row.next_attempt_at if row.status == "retrying" else row.due_at
-    return Delivery(row.kind, row.subject, row.status, row.recipient, reason, due)
+    return Delivery(row.kind, row.subject, row.status, row.recipient, reason, due, row.id)
 
 
 def _attempt(row: ActionRow) -> Outcome:
@@ -159,27 +160,29 @@ def deliver_message(playbook: str, priority: int, signal_id: str, step: str, mes
         return delivery_of(done)  # retrying: the step's retry run tries it, not this one
     if done is not None and done.status == "pending":
         return attempt_delivery(key)  # outcome unknown (a crash): the same id goes again
-    now = settings.now()
+    now, policy = settings.now(), settings.outreach_policy()
     intent = MessageIntent(playbook=playbook, name=message, priority=priority,
                            channels=("email", "webhook"), promotional=promotional)
     decision = decide(intent, contact, AccountState.of(account),
-                      _history(actions.sent_to(rt.reads, contact.email)), now,
-                      settings.outreach_policy())
+                      _history(actions.sent_to(rt.reads, contact.email)), now, policy)
     rendered = render(message, message_context(account, contact, extra))
     channel = decision.channel if isinstance(decision, Send) else "email"
     fields: dict[str, Any] = dict(
         account_id=account.id, playbook=playbook, kind=channel, subject=rendered.subject,
         recipient=contact.email, flow_run_id=current_flow_run_id())
-    info = {"template": message, "step": step, "priority": priority, "signal_id": signal_id}
+    info = {"template": message, "step": step, "priority": priority, "signal_id": signal_id,
+            "gate": actions.gate_record(decision, now, policy)}
     if isinstance(decision, Suppress):
-        actions.upsert_action(rt.sessions, key=key, status="suppressed", reason=decision.reason,
-                              payload=info, **fields)
-        return Delivery(channel, rendered.subject, "suppressed", contact.email, decision.reason)
+        row = actions.upsert_action(rt.sessions, key=key, status="suppressed",
+                                    reason=decision.reason, payload=info, **fields)
+        return Delivery(channel, rendered.subject, "suppressed", contact.email, decision.reason,
+                        action_id=row.id)
     if isinstance(decision, Defer):
-        actions.upsert_action(rt.sessions, key=key, status="deferred", reason=decision.reason,
-                              due_at=decision.until, payload=info, **fields)
+        row = actions.upsert_action(rt.sessions, key=key, status="deferred",
+                                    reason=decision.reason, due_at=decision.until,
+                                    payload=info, **fields)
         return Delivery(channel, rendered.subject, "deferred", contact.email, decision.reason,
-                        decision.until)
+                        decision.until, row.id)
     body = {"type": "laer.message", "account_id": account.id, "playbook": playbook,
             "step": step, "message": message, "to": contact.email,
             "subject": rendered.subject, "text": rendered.text}
@@ -201,4 +204,4 @@ def assign_task(playbook: str, signal_id: str, step: str, name: str, key: str,
         playbook=playbook, kind="task", role=role, recipient=role, subject=subject[:256],
         status="open", flow_run_id=current_flow_run_id(), due_at=due,
         payload={"owner": role, "step": step, "signal_id": signal_id, **details})
-    return Delivery("task", row.subject, row.status, row.recipient, None, row.due_at)
+    return Delivery("task", row.subject, row.status, row.recipient, None, row.due_at, row.id)

@@ -84,7 +84,7 @@ class StepExecutor:
         found = self.playbooks.get(step.playbook)
         started = datetime.now(UTC)
         current = CurrentStep(key=step.key, task_run_id=task_run_id(step.key, step.attempts),
-                              tags=set(step.tags))
+                              tags=set(step.tags), attempt=step.attempts)
         error: str | None = None
         outcome: str | None = None
         token = enter_step(current)

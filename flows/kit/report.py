@@ -1,4 +1,8 @@
-"""The markdown artifact of a run: why it started and what it sent, suppressed or scheduled."""
+"""The markdown artifact of a run: why it started and what it sent, suppressed or scheduled.
+
+It carries the ids of the provenance chain (events, signal, step execution, actions), so
+`laer why` finds the same chain from what a person sees in Prefect.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +61,13 @@ def report_markdown(playbook: Playbook, account_id: str, step: str,
             .replace("```", "'''"),
             "```",
         ]
+    here = current_step()
+    if here is not None:
+        lines += ["", f"**Step:** `{_cell(here.key)}` attempt {here.attempt}, "
+                      f"task run `{here.task_run_id}`."]
+    if signal is not None:
+        lines += ["", f"**Chain:** `laer why --signal {signal.id}`; each action: "
+                      "`laer why <id>`."]
     if account is not None:
         health = f"{account.health.score} {account.health.band}" if account.health else "n/a"
         risk = ", ".join(account.churn_risk.rules) if account.churn_risk else "none"
@@ -71,13 +82,14 @@ def report_markdown(playbook: Playbook, account_id: str, step: str,
     seen = {(d.kind, d.subject, d.recipient) for d in done}  # a retry the step reports too
     rows = [*(d for d in result.retried if (d.kind, d.subject, d.recipient) not in seen), *done]
     if rows:
-        lines += ["| action | to | subject | status | reason |", "|---|---|---|---|---|"]
+        lines += ["| id | action | to | subject | status | reason |",
+                  "|---|---|---|---|---|---|"]
         for d in rows:
             reason = d.reason or ""
             if d.status in ("deferred", "retrying") and d.due_at:
                 reason = f"{reason} (until {d.due_at.isoformat()})"
             to = d.recipient if show else mask_address(d.recipient)
-            lines.append(f"| {d.kind} | {_cell(to)} | {_cell(d.subject)} | "
+            lines.append(f"| {d.action_id or ''} | {d.kind} | {_cell(to)} | {_cell(d.subject)} | "
                          f"{d.status} | {_cell(reason)} |")
     if ctx is not None:
         lines += [f"- {_cell(n)}" for n in ctx.notes]

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from flows.kit.actions import note_attempt
 from flows.kit.registry import DEPLOYMENT_NAME
 from flows.kit.settings import PlaybookSettings
 from flows.kit.transport import Outcome
@@ -48,6 +49,7 @@ def apply_outcome(row: ActionRow, outcome: Outcome, settings: PlaybookSettings,
                   now: datetime, sent_at: datetime) -> None:
     """Move `row` after one attempt: sent, retrying after a backoff, or failed."""
     row.attempts = (row.attempts or 0) + 1
+    note_attempt(row, outcome.status, outcome.code, outcome.error, now)
     if outcome.status == "sent":
         row.status, row.reason, row.next_attempt_at = "sent", None, None
         row.payload = {**row.payload, "sent_at": sent_at.isoformat(), "channel": row.kind}

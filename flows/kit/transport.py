@@ -32,6 +32,7 @@ class Outcome:
     status: Status
     error: str | None = None
     retry_after_s: float | None = None
+    code: int | None = None  # the HTTP status (webhooks) or SMTP reply code, when one came
 
 
 SENT = Outcome("sent")
@@ -62,7 +63,8 @@ def _smtp_error(exc: Exception) -> Outcome:
         return Outcome("transient" if codes and all(400 <= c < 500 for c in codes)
                        else "permanent", text)
     if isinstance(exc, smtplib.SMTPResponseException):
-        return Outcome("transient" if 400 <= exc.smtp_code < 500 else "permanent", text)
+        return Outcome("transient" if 400 <= exc.smtp_code < 500 else "permanent", text,
+                       code=exc.smtp_code)
     if isinstance(exc, smtplib.SMTPNotSupportedError | ssl.SSLCertVerificationError):
         return Outcome("permanent", text)  # no STARTTLS, or a relay we cannot trust
     if isinstance(exc, smtplib.SMTPException | OSError):
@@ -111,13 +113,15 @@ def classify_http(response: httpx.Response) -> Outcome:
     """A webhook receiver's answer as an outcome."""
     code = response.status_code
     if 200 <= code < 300:
-        return SENT
+        return Outcome("sent", code=code)
     error = f"http {code}"
     if 300 <= code < 400:  # never followed: a moved endpoint is for a person to confirm
-        return Outcome("permanent", f"{error} redirect to {response.headers.get('location')}")
+        return Outcome("permanent", f"{error} redirect to {response.headers.get('location')}",
+                       code=code)
     if code in (408, 429) or code >= 500:
-        return Outcome("transient", error, retry_after(response.headers.get("retry-after")))
-    return Outcome("permanent", error)
+        return Outcome("transient", error, retry_after(response.headers.get("retry-after")),
+                       code=code)
+    return Outcome("permanent", error, code=code)
 
 
 def post_webhook(url: str, secret: str, body: bytes, msg_id: str, timeout_s: float = 15.0

@@ -83,10 +83,12 @@ def account(account_id: str, as_json: JsonFlag = False) -> None:
     for title, rows, cols in (
         ("stage history", detail["history"], ("at", "from", "to", "reason")),
         ("signals", detail["signals"], ("at", "kind", "stage", "dispatch", "dispatch_error")),
-        ("playbook runs", detail["playbook_runs"], ("playbook", "name", "state")),
+        ("playbook runs", detail["playbook_runs"], ("id", "playbook", "name", "state")),
         ("playbook steps", detail["steps"], ("name", "status", "due_at", "attempts",
                                              "last_error")),
-        ("actions", detail["actions"], ("kind", "subject", "recipient", "status", "reason")),
+        # each action links to its chain: `laer why <id>`
+        ("actions", detail["actions"], ("id", "kind", "subject", "recipient", "status", "reason",
+                                        "why")),
     ):
         table = Table(*cols, title=title)
         for r in rows:
