@@ -147,8 +147,8 @@ def counted(
 ) -> list[SentMessage]:
     """The messages of this or a higher priority the contact got within the window, oldest first."""
     since = now - window
-    return sorted((m for m in history if since < m.at <= now and m.priority >= intent.priority),
-                  key=lambda m: m.at)
+    within = (m for m in history if since < m.at <= now and m.priority >= intent.priority)
+    return sorted(within, key=lambda m: (m.at, -1 if m.id is None else m.id))
 
 
 def cap_count(
