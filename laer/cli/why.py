@@ -90,7 +90,7 @@ def _action_tree(tree: Tree, action: dict[str, Any]) -> None:
               f"{d.get('task_run_id')}" if d.get("step_key") else "")
         line = node.add(f"gate at {gate.get('at', d['at'])}: [bold]{said}[/bold] {extra}"
                         f"{until} (cap {gate.get('frequency_cap')} in "
-                        f"{gate.get('window_days')} days){by}" if gate else
+                        f"{float(gate.get('window_days') or 0):g} days){by}" if gate else
                         f"{d['at']}: {d['status']}{by}")
         for used in gate.get("used_by") or []:
             line.add(f"cap used by action {used['action_id']} "
