@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from persistence.db import make_engine, upgrade
-from persistence.tables import AccountRow
+from persistence.tables import AccountRow, SignalRow
 from persistence.uow import session_factory
 
 HEAVY = ("prefect", "kafka")
@@ -47,12 +47,15 @@ def test_the_read_side_loads_only_what_it_shows(tmp_path: Path, args: list[str])
     with session_factory(engine)() as session:
         session.add(AccountRow(id="acct-1", stage="adopt", stage_since=now, owner="sales",
                                health_score=None, health_band=None, state={}, updated_at=now))
+        session.flush()
+        session.add(SignalRow(id="sig-1", seq=1, account_id="acct-1", kind="AdoptionStalled",
+                              at=now, stage="adopt", evidence={"rule": "adoption_stalled"}))
         session.commit()
     engine.dispose()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAER_")}
     env.update(LAER_DATABASE_URL=url, LAER_STATE_DIR=str(tmp_path / "state"))
     loaded = loaded_packages(f"from laer.cli import app; app({args!r})", env)
-    assert "sqlalchemy" in loaded  # the command ran (`why` an unknown id: exits 1)
+    assert "sqlalchemy" in loaded  # the command ran
     # rich draws tables for people; --json output does without it
     unwanted = loaded & {*HEAVY, "alembic", "rich"}
     assert not unwanted, sorted(unwanted)
