@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import html
 import re
 import shutil
 import subprocess
@@ -280,3 +281,15 @@ def test_weeks_are_mondays_in_utc() -> None:
     assert week_of(sunday_late + timedelta(hours=1)) == date(2026, 3, 9)
     assert weeks_between(date(2026, 3, 4), date(2026, 3, 16)) == [
         date(2026, 3, 2), date(2026, 3, 9), date(2026, 3, 16)]
+
+
+def test_an_empty_backtest_still_makes_a_page(tmp_path: Path) -> None:
+    from persistence.db import upgrade
+
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    page = render_report(url, tmp_path / "out", compare_url=url).read_text(encoding="utf-8")
+    assert page.count("<img ") == CHARTS
+    assert "No account's actions differ." in html.unescape(page)
