@@ -65,6 +65,7 @@ ul.changes { margin: 0; padding-left: 18px; } .muted { color: #777; }
 
 
 def _e(value: object) -> str:
+    """Text made safe for HTML."""
     return html.escape(str(value))
 
 
@@ -105,12 +106,14 @@ def _png(draw: Callable[[Axes, ReportData], None], runs: Sequence[ReportData],
 
 
 def _x(weeks: Sequence[date]) -> NDArray[np.datetime64]:
+    """Week Mondays as numpy dates, which matplotlib draws on a date axis."""
     import numpy as np  # matplotlib's own dependency, as lazy as it
 
     return np.array(weeks, dtype="datetime64[D]")
 
 
 def _date_axis(ax: Axes) -> None:
+    """Month ticks on x, whole numbers on y."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.ticker import MaxNLocator
 
@@ -121,6 +124,7 @@ def _date_axis(ax: Axes) -> None:
 
 
 def _empty(ax: Axes, series: WeekSeries) -> bool:
+    """Say so on the chart when a series has nothing to draw."""
     if series.weeks and any(any(v) for v in series.series.values()):
         return False
     ax.text(0.5, 0.5, "nothing in this run", ha="center", va="center", transform=ax.transAxes,
@@ -129,6 +133,7 @@ def _empty(ax: Axes, series: WeekSeries) -> bool:
 
 
 def _colours(names: Sequence[str], fixed: dict[str, str]) -> list[str]:
+    """Fixed colours where known, then the palette in turn."""
     spare = iter(PALETTE * 4)
     return [fixed.get(n) or next(spare) for n in names]
 
@@ -146,6 +151,7 @@ def draw_funnel(ax: Axes, run: ReportData) -> None:
 
 
 def _legend(ax: Axes) -> None:
+    """The legend under the plot, in columns."""
     # below the plot: inside it, a legend of a dozen kinds would hide the bars
     side_by_side = len(ax.get_figure(root=True).axes) > 1  # type: ignore[union-attr]
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=7 if side_by_side else 8,
@@ -153,6 +159,7 @@ def _legend(ax: Axes) -> None:
 
 
 def _stacked_bars(ax: Axes, s: WeekSeries, fixed: dict[str, str]) -> None:
+    """One stacked bar per week, a layer per series that has any count."""
     if _empty(ax, s):
         return
     x, bottom = _x(s.weeks), [0] * len(s.weeks)
@@ -196,10 +203,12 @@ def draw_contact_load(ax: Axes, run: ReportData) -> None:
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[object]], numeric: set[int]) -> str:
+    """An HTML table; the columns in `numeric` right-aligned, integers with separators."""
     if not rows:
         return '<p class="muted">None.</p>'
 
     def cell(tag: str, i: int, value: object) -> str:
+        """One escaped cell."""
         cls = ' class="n"' if i in numeric else ""
         text = f"{value:,}" if isinstance(value, int) else str(value)
         return f"<{tag}{cls}>{_e(text)}</{tag}>"
@@ -253,6 +262,7 @@ def diffs_table(diffs: Sequence[AccountDiff]) -> str:
         return '<p class="muted">No account\'s actions differ.</p>'
 
     def counts(c: dict[str, int]) -> str:
+        """Status counts as `sent 3, ...`."""
         return ", ".join(f"{k} {v:,}" for k, v in sorted(c.items())) or "none"
 
     rows = []
@@ -274,6 +284,7 @@ def diffs_table(diffs: Sequence[AccountDiff]) -> str:
 
 
 def _side_by_side(runs: Sequence[ReportData], part: Callable[[int, ReportData], str]) -> str:
+    """One part, or the baseline's and the variant's next to each other."""
     if len(runs) == 1:
         return part(0, runs[0])
     return '<div class="pair">' + "".join(
@@ -281,14 +292,17 @@ def _side_by_side(runs: Sequence[ReportData], part: Callable[[int, ReportData], 
 
 
 def _each(part: Callable[[ReportData], str]) -> Callable[[int, ReportData], str]:
+    """A part that does not need the run's position."""
     return lambda _, run: part(run)
 
 
 def _img(b64: str, alt: str) -> str:
+    """A chart inlined as a data: URL (the page opens offline)."""
     return f'<div class="chart"><img alt="{_e(alt)}" src="data:image/png;base64,{b64}"></div>'
 
 
 def _facts(run: ReportData, source: str) -> str:
+    """The run's headline numbers."""
     span = (f"{run.first:%Y-%m-%d} to {run.last:%Y-%m-%d}" if run.first and run.last
             else "empty")
     sent = sum(p.messages.get("sent", 0) for p in run.playbooks)

@@ -172,6 +172,7 @@ def _span(session: Session) -> tuple[datetime | None, datetime | None]:
 
 
 def _aware(value: datetime) -> datetime:
+    """A UTC datetime, whatever the backend returned."""
     # min()/max() bypass the column type on SQLite and come back naive (they are UTC)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -199,6 +200,7 @@ def funnel(session: Session, weeks: Sequence[date]) -> WeekSeries:
 
 def _per_week(rows: Iterable[tuple[str, datetime]], weeks: Sequence[date],
               order: Sequence[str] = ()) -> WeekSeries:
+    """Count (name, instant) rows per name per week; `order` first, the rest sorted."""
     index = {w: i for i, w in enumerate(weeks)}
     counts: dict[str, list[int]] = {name: [0] * len(weeks) for name in order}
     for name, at in rows:
@@ -289,6 +291,7 @@ def contact_load(session: Session, weeks: Sequence[date], policy: OutreachPolicy
 
 
 def _read(engine: Engine, label: str, policy: OutreachPolicy) -> ReportData:
+    """Every figure, from one session."""
     with Session(engine) as session:
         first, last = _span(session)
         weeks = weeks_between(first.date(), last.date()) if first and last else []
@@ -329,6 +332,7 @@ def _action_keys(engine: Engine) -> dict[str, dict[str, ActionKey]]:
 
 
 def _describe(key: ActionKey | None) -> str:
+    """An action's decision, as the comparison prints it."""
     if key is None:
         return "none"
     return key.status if key.reason == "-" else f"{key.status} ({key.reason})"

@@ -80,6 +80,7 @@ def feed_cohort(url: str, spec: CohortSpec) -> None:
     start = datetime.fromisoformat(events[0]["time"])
 
     def week_of(e: dict[str, Any]) -> int:
+        """The event's week, counted from the cohort's first event."""
         return (datetime.fromisoformat(e["time"]) - start) // week
 
     for index, chunk in groupby(events, key=week_of):
@@ -104,6 +105,7 @@ def feed_cohort(url: str, spec: CohortSpec) -> None:
 
 
 def _contact(account: AccountRow) -> Contact | None:
+    """The account's first contact, if it has one."""
     contacts = account.state.get("contacts") or []
     return Contact.model_validate(contacts[0]) if contacts else None
 

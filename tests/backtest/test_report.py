@@ -44,6 +44,7 @@ class Runs:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """The cohort played with a cap of 2 and with a cap of 1."""
     root = tmp_path_factory.mktemp("backtest")
     made = Runs(f"sqlite:///{root / 'baseline.db'}", f"sqlite:///{root / 'variant.db'}")
     backtest_db(made.baseline, SPEC, BASE)
@@ -53,6 +54,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
 
 @pytest.fixture(scope="module")
 def compared(runs: Runs, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The comparison page of the two runs."""
     out = tmp_path_factory.mktemp("compared")
     path = render_report(runs.baseline, out, compare_url=runs.variant, policy=BASE,
                          compare_policy=TIGHT, title="Cap 2 vs cap 1")
@@ -61,15 +63,18 @@ def compared(runs: Runs, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def single(runs: Runs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The baseline's page alone."""
     return render_report(runs.baseline, tmp_path_factory.mktemp("single") / "out", policy=BASE)
 
 
 def _rows(engine: Engine, sql: str, **params: object) -> list[tuple[Any, ...]]:
+    """Rows of raw SQL, to check the figures against."""
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(sql), params)]
 
 
 def _monday_end(monday: date) -> str:
+    """The week's end as SQLite stores instants."""
     # SQLite keeps UTC instants as naive 'YYYY-MM-DD HH:MM:SS.ffffff' text
     return f"{monday + timedelta(weeks=1)} 00:00:00.000000"
 
