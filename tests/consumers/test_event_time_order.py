@@ -62,13 +62,20 @@ def test_backlog_of_all_topics_at_once(kafka_broker: LocalKafka, db_url: str,
     h: Harness = harness_factory(kafka_broker, db_url)
     port = free_port()
     h.extra_env["LAER_CONSUMER__METRICS_PORT"] = str(port)
+    # A topic whose fetches return nothing for the bounded wait counts as idle and holds
+    # nothing back. On a machine at load 10 a busy topic's fetch can take longer than the
+    # default 5 s (a CI run re-sequenced 2,121 events so), so this test, about alignment
+    # and not about the bound, waits longer: only a truly idle topic is passed over.
+    h.extra_env["LAER_CONSUMER__ALIGN_MAX_WAIT_S"] = "120"
     for records in families.values():
         h.produce(records)
     h.start()
     h.wait_consumed(timeout=300)
     assert_event_time_state(h, expected)
     resequenced = metric(port, "laer_resequenced_events_total")
-    assert resequenced <= RESEQUENCED_ALIGNED, f"{resequenced:.0f} events re-sequenced"
+    forced = metric(port, "laer_consumer_align_forced_total")
+    assert resequenced <= RESEQUENCED_ALIGNED, (
+        f"{resequenced:.0f} events re-sequenced, {forced:.0f} released by the bound")
     assert h.close()["consume"] == 0
 
 
