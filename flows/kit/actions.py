@@ -5,18 +5,19 @@ The effects themselves (SMTP, webhooks) are in transport.py; their retries in re
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from flows.kit import clock
 from persistence.tables import ActionRow
 from persistence.upsert import insert_if_absent
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def find_action(factory: sessionmaker[Session], key: str) -> ActionRow | None:

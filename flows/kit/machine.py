@@ -10,10 +10,11 @@ elsewhere (delivery, scheduling, report); this module only decides what happens 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from prefect.runtime import flow_run
 
+from flows.kit import clock
 from flows.kit.context import ExitCheck, SignalInfo, Step, StepContext
 from flows.kit.current import current_step
 from flows.kit.delivery import retry_deliveries
@@ -56,7 +57,7 @@ def _schedule_retry(playbook: Playbook, account_id: str, signal_id: str, step: s
     if at is None:
         return None
     return schedule_step(playbook.name, account_id, signal_id, step,
-                         (at - datetime.now(UTC)).total_seconds(),
+                         (at - clock.now()).total_seconds(),
                          retry_run_key(playbook.name, signal_id, step, at),
                          [f"playbook:{playbook.name}", f"account:{account_id}", f"step:{step}",
                           "retry"])
