@@ -82,6 +82,11 @@ class BacktestStats:
     pending_steps: int = 0  # still queued at the end (due after the horizon)
     elapsed_s: float = 0.0
     cpu_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed_or_now(self) -> float:
+        """Seconds the run took, or has taken so far."""
+        return self.elapsed_s or time.perf_counter() - self.started
 
     @property
     def events_per_s(self) -> float:
@@ -177,7 +182,8 @@ class Backtest:
 
     def run(self, raw_events: Iterable[Mapping[str, Any]]) -> BacktestStats:
         """Replay `raw_events` (wire-shaped CloudEvents, any order); what it did."""
-        started, cpu = time.perf_counter(), time.process_time()
+        cpu = time.process_time()
+        started = self.stats.started = time.perf_counter()
         events = parse_input(raw_events, self.stats)
         saved = os.environ.get("LAER_DATABASE_URL")
         os.environ["LAER_DATABASE_URL"] = self.database_url  # the steps' runtime reads it
@@ -220,7 +226,7 @@ class Backtest:
         horizon = max([t for t in (self.stats.last, opts.until) if t is not None],
                       default=sim.at)
         sweep = _next_sweep(sim.at, opts.sweep_at) if opts.sweep_at is not None else None
-        i, n = 0, len(events)
+        i, n, shown = 0, len(events), 0.0
         step_at = self._next_due()
         while True:
             event_at = events[i].time if i < n else None
@@ -253,7 +259,8 @@ class Backtest:
                     self.stats.steps.update(state for _, state in ran)
                 step_at = self._next_due()
             self.stats.now = sim.at
-            if self.progress is not None:
+            if self.progress is not None and time.perf_counter() - shown > 0.2:
+                shown = time.perf_counter()
                 self.progress(self.stats)
 
     def _next_due(self) -> datetime | None:
