@@ -17,7 +17,8 @@ import asyncio
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
@@ -34,13 +35,14 @@ from flows.kit.registry import Discovered, discover
 from flows.kit.runtime import reset_runtime
 from flows.kit.settings import PlaybookSettings, using_playbook_settings
 from laer_domain.events import CloudEvent, InvalidEvent, parse_event
+from laer_domain.model import Stage
 from laer_domain.policy import Policy
 from laer_domain.resequence import event_key
 from laer_domain.service import LifecycleService
+from persistence.account_cache import AccountCache
 from persistence.batch_repository import BatchRepository
 from persistence.db import make_engine, upgrade
-from persistence.sweep import sweep_in_chunks
-from persistence.tables import PlaybookStepRow
+from persistence.tables import AccountRow, PlaybookStepRow
 from persistence.uow import UnitOfWork, session_factory
 
 SWEEP_AT = clock_time(6, 0)  # the daily-sweep ops flow's cron, 0 6 * * *
@@ -83,6 +85,16 @@ class BacktestStats:
     elapsed_s: float = 0.0
     cpu_s: float = 0.0
     started: float = field(default_factory=time.perf_counter)
+    phases: Counter[str] = field(default_factory=Counter)  # CPU seconds by phase
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Count the CPU time of the block under `name`."""
+        began = time.process_time()
+        try:
+            yield
+        finally:
+            self.phases[name] += time.process_time() - began
 
     def elapsed_or_now(self) -> float:
         """Seconds the run took, or has taken so far."""
@@ -106,6 +118,7 @@ class BacktestStats:
             "simulated_until": self.now.isoformat() if self.now else None,
             "elapsed_s": round(self.elapsed_s, 3), "cpu_s": round(self.cpu_s, 3),
             "events_per_s": round(self.events_per_s, 1),
+            "cpu_s_by_phase": {k: round(v, 3) for k, v in sorted(self.phases.items())},
         }
 
 
@@ -179,12 +192,15 @@ class Backtest:
         upgrade(self.engine)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         self.playbooks = chosen_playbooks(self.options.playbooks)
+        # committed account states, reused while their row is unchanged (as the consumer)
+        self.cache = AccountCache(1_000_000)
 
     def run(self, raw_events: Iterable[Mapping[str, Any]]) -> BacktestStats:
         """Replay `raw_events` (wire-shaped CloudEvents, any order); what it did."""
         cpu = time.process_time()
         started = self.stats.started = time.perf_counter()
-        events = parse_input(raw_events, self.stats)
+        with self.stats.phase("parse"):
+            events = parse_input(raw_events, self.stats)
         saved = os.environ.get("LAER_DATABASE_URL")
         os.environ["LAER_DATABASE_URL"] = self.database_url  # the steps' runtime reads it
         reset_runtime()
@@ -241,22 +257,27 @@ class Backtest:
                 while (j < n and j - i < opts.batch_max
                        and (events[j].time < limit or events[j].time == event_at)):
                     j += 1
-                if self._apply(events[i:j], sim):
+                with self.stats.phase("events"):
+                    signals = self._apply(events[i:j], sim)
+                if signals:
                     self._dispatch(dispatcher)
                     step_at = self._next_due()
                 i = j
             elif sweep == at:
                 sim.advance(at)
-                report = sweep_in_chunks(self.sessions, opts.policy, at, retry_pauses=())
+                with self.stats.phase("sweep"):
+                    raised = self._sweep(at)
                 self.stats.sweeps += 1
-                if report.signals:
+                self.stats.signals += raised
+                if raised:
                     self._dispatch(dispatcher)
                     step_at = self._next_due()
                 sweep = at + timedelta(days=1)
             else:
                 sim.advance(at)
-                while ran := executor.run_due(now=sim.at):
-                    self.stats.steps.update(state for _, state in ran)
+                with self.stats.phase("steps"):
+                    while ran := executor.run_due(now=sim.at):
+                        self.stats.steps.update(state for _, state in ran)
                 step_at = self._next_due()
             self.stats.now = sim.at
             if self.progress is not None and time.perf_counter() - shown > 0.2:
@@ -264,7 +285,7 @@ class Backtest:
                 self.progress(self.stats)
 
     def _next_due(self) -> datetime | None:
-        with self.sessions() as session:
+        with self.stats.phase("queue"), self.sessions() as session:
             return session.scalar(select(func.min(PlaybookStepRow.due_at)).where(
                 PlaybookStepRow.status == "due"))
 
@@ -273,7 +294,7 @@ class Backtest:
         the number of new signals."""
         sim.advance(batch[-1].time)
         with UnitOfWork(self.sessions) as uow:
-            repo = BatchRepository(uow.session, now=sim.at)
+            repo = BatchRepository(uow.session, now=sim.at, cache=self.cache)
             repo.prefetch(batch)
             handler = LifecycleService(repo, self.options.policy).batch(reload=repo.reload)
             for event in batch:
@@ -286,11 +307,34 @@ class Backtest:
                 self.stats.statuses[status] += 1
             signals = repo.write()
             uow.commit()
+        self.cache.put(repo.committed_accounts())
         self.stats.signals += signals
         self.stats.done += len(batch)
         return signals
 
+    def _sweep(self, at: datetime) -> int:
+        """The daily sweep of every live account at `at`, in one transaction; new signals.
+
+        The same service call as the ops flow's sweep, through the consumer's bulk repository
+        (one write for all accounts instead of a flush per account).
+        """
+        with UnitOfWork(self.sessions) as uow:
+            repo = BatchRepository(uow.session, now=at, cache=self.cache)
+            ids = list(uow.session.scalars(select(AccountRow.id).where(
+                AccountRow.stage != Stage.CHURNED.value).order_by(AccountRow.id)))
+            repo.prefetch_accounts(ids)
+            accounts = [a for i in ids if (a := repo.accounts.get(i)) is not None]
+            LifecycleService(repo, self.options.policy).sweep(at, accounts)
+            signals = repo.write()
+            uow.commit()
+        self.cache.put(repo.committed_accounts())
+        return signals
+
     def _dispatch(self, dispatcher: Dispatcher) -> None:
+        with self.stats.phase("dispatch"):
+            self._drain(dispatcher)
+
+    def _drain(self, dispatcher: Dispatcher) -> None:
         while True:
             report = self._runner.run(dispatcher.drain(limit=5000))
             self.stats.runs_started += report.started
