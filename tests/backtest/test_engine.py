@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,11 +38,12 @@ def test_a_year_of_a_cohort_gives_every_kind_of_action(
     first, until = (datetime.fromisoformat(summary["run"][k])
                     for k in ("first_event", "simulated_until"))
     assert all(first <= datetime.fromisoformat(r["at"]) <= until for r in records)
+    assert all(first <= datetime.fromisoformat(r["sent_at"]) <= until for r in sent)
 
 
 def test_quiet_hours_hold_back_messages_until_morning_in_simulated_time(
         cohort: list[dict[str, Any]], replayed: tuple[Path, dict[str, Any]]) -> None:
-    out, _ = replayed
+    out, summary = replayed
     zones = {c["email"]: c["timezone"] for e in cohort
              if e["type"] == "laer.billing.subscription_started"
              for c in (e.get("data") or {}).get("contacts", [])}
@@ -50,6 +51,11 @@ def test_quiet_hours_hold_back_messages_until_morning_in_simulated_time(
     local = [datetime.fromisoformat(r["sent_at"]).astimezone(ZoneInfo(zones[r["recipient"]]))
              for r in sent]
     assert local and all(time(8) <= t.time() < time(20) for t in local), local
+    # a deferral waits for the next morning of the simulated clock, not of the wall clock
+    until = datetime.fromisoformat(summary["run"]["simulated_until"])
+    deferred = [r for r in _lines(out / "actions.jsonl") if r["status"] == "deferred"]
+    assert all(datetime.fromisoformat(r["due_at"]) <= until + timedelta(days=1)
+               for r in deferred), deferred
     # and some were deferred first: the step asked the gate again when the night ended
     engine = make_engine(f"sqlite:///{out / 'backtest.db'}")
     with engine.connect() as conn:
