@@ -33,7 +33,7 @@ from flows.kit import clock
 from flows.kit.executor import ExecutorOptions, StepExecutor
 from flows.kit.registry import Discovered, discover
 from flows.kit.runtime import reset_runtime
-from flows.kit.settings import PlaybookSettings, using_playbook_settings
+from flows.kit.settings import event_time_settings, using_playbook_settings
 from laer_domain.events import CloudEvent, InvalidEvent, parse_event
 from laer_domain.model import Stage
 from laer_domain.policy import Policy
@@ -155,12 +155,6 @@ def chosen_playbooks(names: Sequence[str] | None) -> dict[str, Discovered]:
     return {n: found[n] for n in names}
 
 
-def simulated_settings(overrides: Mapping[str, Any]) -> PlaybookSettings:
-    """The playbook settings of a backtest: the environment's, `overrides`, and event time
-    (a playbook day is a day; no fixed gate clock)."""
-    return PlaybookSettings(**{**overrides, "day_seconds": 86400.0, "clock": None})
-
-
 def _engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return make_engine(url)
@@ -207,7 +201,7 @@ class Backtest:
         begin = events[0].time if events else (self.options.until or datetime.now(UTC))
         try:
             with clock.simulating(begin) as sim, \
-                    using_playbook_settings(simulated_settings(self.options.playbook_settings)):
+                    using_playbook_settings(event_time_settings(self.options.playbook_settings)):
                 with asyncio.Runner() as self._runner:
                     self._loop(events, sim)
         finally:

@@ -43,7 +43,10 @@ def run_namer(playbook: str, first_step: str) -> Callable[[], str]:
 def _delay_s(account: Account, signal: SignalInfo, current: Step, nxt: Step) -> float:
     settings = playbook_settings()
     if nxt.due is not None:  # an event-time instant: wait what is left of it
-        days = (nxt.due(account, signal) - account.clock) / timedelta(days=1)
+        # on a simulated clock "now" is event time itself; live, the account's clock is the
+        # event time we know (the daily sweep keeps it within a day)
+        since = clock.now() if clock.simulated() is not None else account.clock
+        days = (nxt.due(account, signal) - since) / timedelta(days=1)
     else:
         days = nxt.day - current.day
     return max(0.0, days) * settings.day_seconds

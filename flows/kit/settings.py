@@ -3,12 +3,12 @@ the playbooks' timing, gate and delivery retries (`LAER_PLAYBOOK_`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -132,6 +132,12 @@ class PlaybookSettings(BaseSettings):
                               frequency_cap=self.frequency_cap,
                               frequency_window=self.days(self.frequency_window_days),
                               available_channels=frozenset(channels))
+
+
+def event_time_settings(overrides: Mapping[str, Any] | None = None) -> PlaybookSettings:
+    """Playbook settings for a simulated clock: the environment's with `overrides`, a
+    playbook day a day of event time, and no fixed gate clock (the simulated one rules)."""
+    return PlaybookSettings(**{**(overrides or {}), "day_seconds": 86400.0, "clock": None})
 
 
 _given: ContextVar[PlaybookSettings | None] = ContextVar("laer_playbook_settings", default=None)
