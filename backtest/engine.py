@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,7 +85,8 @@ class BacktestStats:
     elapsed_s: float = 0.0
     cpu_s: float = 0.0
     started: float = field(default_factory=time.perf_counter)
-    phases: Counter[str] = field(default_factory=Counter)  # CPU seconds by phase
+    phases: defaultdict[str, float] = field(  # CPU seconds by phase
+        default_factory=lambda: defaultdict(float))
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -292,6 +293,7 @@ class Backtest:
             repo.prefetch(batch)
             handler = LifecycleService(repo, self.options.policy).batch(reload=repo.reload)
             for event in batch:
+                status: str
                 try:
                     status = handler.handle(event).status
                 except Exception as exc:  # noqa: BLE001 - the consumer dead-letters it

@@ -19,7 +19,8 @@ def _iso(value: Any) -> str | None:
 def action_record(row: ActionRow) -> dict[str, Any]:
     """One action as a line of actions.jsonl: what, to whom, the gate's decision and why."""
     payload = row.payload or {}
-    content = payload.get("content") if isinstance(payload.get("content"), dict) else {}
+    raw = payload.get("content")
+    content: dict[str, Any] = raw if isinstance(raw, dict) else {}
     return {
         "id": row.id, "at": _iso(row.created_at), "account_id": row.account_id,
         "playbook": row.playbook, "step": payload.get("step"), "kind": row.kind,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from backtest.inputs import write_file
-from tests.conftest import free_port
+from laer.local.ports import free_port
 
 
 def test_backtest_from_a_file_writes_the_folder_and_json(
