@@ -123,12 +123,26 @@ class BacktestStats:
         }
 
 
-def parse_input(raw_events: Iterable[Mapping[str, Any]], stats: BacktestStats
-                ) -> list[CloudEvent]:
-    """Validate every input event (bad ones are counted by reason) and sort by event time."""
+Input = Mapping[str, Any] | CloudEvent | InvalidEvent
+
+
+def parse_input(raw_events: Iterable[Input], stats: BacktestStats) -> list[CloudEvent]:
+    """Validate every input event (bad ones are counted by reason) and sort by event time.
+
+    An input is a wire-shaped event, an event already decoded (from a topic), or the reason
+    a record could not be decoded.
+    """
     events: list[CloudEvent] = []
     for raw in raw_events:
         stats.events += 1
+        if isinstance(raw, CloudEvent):
+            events.append(raw)
+            continue
+        if isinstance(raw, InvalidEvent):
+            stats.invalid[raw.reason] += 1
+            stats.statuses["invalid"] += 1
+            stats.done += 1
+            continue
         try:
             events.append(parse_event(raw))  # history: no "too far in the future" check
         except InvalidEvent as exc:
@@ -190,8 +204,8 @@ class Backtest:
         # committed account states, reused while their row is unchanged (as the consumer)
         self.cache = AccountCache(1_000_000)
 
-    def run(self, raw_events: Iterable[Mapping[str, Any]]) -> BacktestStats:
-        """Replay `raw_events` (wire-shaped CloudEvents, any order); what it did."""
+    def run(self, raw_events: Iterable[Input]) -> BacktestStats:
+        """Replay `raw_events` (CloudEvents, wire-shaped or decoded, in any order)."""
         cpu = time.process_time()
         started = self.stats.started = time.perf_counter()
         with self.stats.phase("parse"):

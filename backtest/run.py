@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backtest.engine import Backtest, BacktestOptions, BacktestStats
+from backtest.engine import Backtest, BacktestOptions, BacktestStats, Input
 from backtest.output import actions, diff, tallies, write_actions
 from backtest.overrides import Overrides
 from laer_domain.policy import Policy
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class FolderRun:
     """What to replay and where: the events, the folder, playbooks and both policies."""
 
-    events: Sequence[Mapping[str, Any]]
+    events: Sequence[Input]
     out: Path
     overrides: Overrides = field(default_factory=Overrides)
     compare: Overrides | None = None

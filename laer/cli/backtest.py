@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,18 +15,39 @@ if TYPE_CHECKING:
     from backtest.engine import BacktestStats
 
 
-def _events(from_simulation: bool, from_file: Path | None, accounts: int, seed: int
-            ) -> tuple[list[dict[str, Any]], str]:
+def _instant(text: str | None, name: str) -> datetime | None:
+    if text is None:
+        return None
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        err().print(f"[red]{name} needs a UTC offset, e.g. 2026-01-01T00:00:00Z[/red]")
+        raise typer.Exit(2)
+    return at
+
+
+def _events(from_simulation: bool, from_file: Path | None, from_topics: bool, accounts: int,
+            seed: int, since: str | None, until: str | None) -> tuple[list[Any], str]:
     from backtest import inputs
 
-    if from_simulation == (from_file is not None):
-        err().print("[red]give one input: --from-simulation or --from-file PATH[/red]")
+    if from_simulation + (from_file is not None) + from_topics != 1:
+        err().print("[red]give one input: --from-simulation, --from-file PATH or "
+                    "--from-topics[/red]")
         raise typer.Exit(2)
     if from_file is not None:
         if not from_file.exists():
             err().print(f"[red]{from_file}: no such file[/red]")
             raise typer.Exit(2)
         return list(inputs.from_file(from_file)), str(from_file)
+    if from_topics:
+        from backtest.topics import read_topics
+        from laer.bootstrap import container
+
+        settings = container().settings
+        begin, end = _instant(since, "--since"), _instant(until, "--until")
+        events = list(read_topics(settings.kafka, settings.consumer, since=begin, until=end))
+        return events, (f"topics {', '.join(sorted(settings.kafka.source_topics))} at "
+                        f"{settings.kafka.bootstrap_servers} from {since or 'the start'} to "
+                        f"{until or 'the end'}")
     return inputs.from_simulation(accounts=accounts, seed=seed), (
         f"simulation accounts={accounts} seed={seed}")
 
@@ -77,6 +99,13 @@ def backtest(
         "--from-simulation", help="Replay `laer simulate`'s cohort.")] = False,
     from_file: Annotated[Path | None, typer.Option(
         "--from-file", help="Replay CloudEvents from a JSON Lines file (.gz too).")] = None,
+    from_topics: Annotated[bool, typer.Option(
+        "--from-topics", help="Replay the event topics (a group of its own; commits nothing).")]
+    = False,
+    since: Annotated[str | None, typer.Option(
+        help="--from-topics: records written from this instant (RFC 3339).")] = None,
+    until: Annotated[str | None, typer.Option(
+        help="--from-topics: records written up to this instant (RFC 3339).")] = None,
     accounts: Annotated[int, typer.Option(help="Accounts in the simulated cohort.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the simulated cohort.")] = 7,
     playbooks: Annotated[str | None, typer.Option(
@@ -98,7 +127,8 @@ def backtest(
     from backtest.overrides import from_file as policy_file
     from laer.settings import load_policy
 
-    events, source = _events(from_simulation, from_file, accounts, seed)
+    events, source = _events(from_simulation, from_file, from_topics, accounts, seed,
+                             since, until)
     try:
         overrides = (policy_file(policy) if policy else Overrides()).merged(
             from_pairs(set_ or []))
