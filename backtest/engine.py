@@ -61,6 +61,7 @@ class BacktestOptions:
     batch_max: int = 1000
     sweep_at: clock_time | None = SWEEP_AT  # None: no daily sweep
     until: datetime | None = None  # keep running steps and sweeps up to here after the input
+    after_days: float = 0.0  # or this many days after the last input event
     step_batch: int = 200
 
 
@@ -248,8 +249,8 @@ class Backtest:
         executor = StepExecutor(self.sessions, self.playbooks, ExecutorOptions(
             threads=1, batch=opts.step_batch, lease_s=3600.0, max_attempts=3),
             owner="backtest")
-        horizon = max([t for t in (self.stats.last, opts.until) if t is not None],
-                      default=sim.at)
+        last = self.stats.last + timedelta(days=opts.after_days) if self.stats.last else None
+        horizon = max([t for t in (last, opts.until) if t is not None], default=sim.at)
         sweep = _next_sweep(sim.at, opts.sweep_at) if opts.sweep_at is not None else None
         i, n, shown = 0, len(events), 0.0
         step_at = self._next_due()

@@ -29,6 +29,7 @@ class FolderRun:
     playbooks: Sequence[str] | None = None
     base_policy: Policy = field(default_factory=Policy)
     source: str = ""
+    after_days: float = 0.0  # keep the playbooks running this long after the last event
 
 
 def _fresh_db(path: Path) -> str:
@@ -43,7 +44,8 @@ def replay(run: FolderRun, name: str, overrides: Overrides,
     """One replay into `<out>/<name>.db`; its stats, actions and tallies."""
     options = BacktestOptions(playbooks=run.playbooks,
                               policy=overrides.build_policy(run.base_policy),
-                              playbook_settings=overrides.playbook)
+                              playbook_settings=overrides.playbook,
+                              after_days=run.after_days)
     bt = Backtest(_fresh_db(run.out / f"{name}.db"), options, progress=progress)
     try:
         stats = bt.run(run.events)

@@ -119,6 +119,9 @@ def backtest(
     compare: Annotated[Path | None, typer.Option(
         help="A second policy file: replay with it too and diff the actions per account.")]
     = None,
+    after_days: Annotated[float, typer.Option(
+        min=0, help="Go on running due steps and daily sweeps this many days after the last "
+        "event.")] = 0.0,
     as_json: JsonFlag = False,
 ) -> None:
     """Replay events through the real rules and playbooks on a simulated clock; nothing is
@@ -145,7 +148,8 @@ def backtest(
 
     run = FolderRun(events=events, out=out, overrides=overrides, compare=other,
                     playbooks=[p.strip() for p in playbooks.split(",") if p.strip()]
-                    if playbooks else None, base_policy=load_policy(), source=source)
+                    if playbooks else None, base_policy=load_policy(), source=source,
+                    after_days=after_days)
     try:
         if as_json:
             summary = run_folder(run)

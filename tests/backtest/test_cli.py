@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,16 @@ def test_backtest_from_a_file_writes_the_folder_and_json(
     done = subprocess.run(
         [sys.executable, "-m", "laer.cli", "backtest", "--from-file", str(source),
          "--out", str(out), "--playbooks", "onboarding,adoption_nudge",
-         "--set", "renewal_window_days=120", "--compare", str(policy), "--json"],
+         "--set", "renewal_window_days=120", "--compare", str(policy), "--after-days", "30",
+         "--json"],
         env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["run"]["handled"] == len(events)
+    # the playbooks ran on for 30 simulated days after the last event (the sweep and steps)
+    last, until = (datetime.fromisoformat(summary["run"][k])
+                   for k in ("last_event", "simulated_until"))
+    assert last < until <= last + timedelta(days=30)
     assert summary["overrides"]["policy"] == {"renewal_window_days": "120"}
     assert summary["compare"]["overrides"]["playbook"] == {"frequency_cap": "1"}
     for name in ("actions.jsonl", "actions.compare.jsonl", "summary.json", "backtest.db",
