@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backtest.engine import Backtest, BacktestOptions, BacktestStats, Input
+from backtest.engine import Backtest, BacktestOptions
 from backtest.output import actions, diff, tallies, write_actions
 from backtest.overrides import Overrides
+from backtest.stats import BacktestStats, Input
 from laer_domain.policy import Policy
 
 log = logging.getLogger(__name__)

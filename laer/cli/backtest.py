@@ -12,7 +12,7 @@ import typer
 from laer.cli.output import JsonFlag, console, err, print_json
 
 if TYPE_CHECKING:
-    from backtest.engine import BacktestStats
+    from backtest.stats import BacktestStats
 
 
 def _instant(text: str | None, name: str) -> datetime | None:
