@@ -50,13 +50,15 @@ class Dispatcher:
                  settings: PrefectSettings | None = None, *,
                  first_steps: Mapping[str, str] | None = None,
                  events_client_factory: Callable[[], EventsClient] = get_events_client,
-                 emit_events: bool = True) -> None:
+                 emit_events: bool = True,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings or PrefectSettings()
         self._factory = factory
         self._playbooks = list(playbooks)
         self._first_steps = dict(first_steps or {})  # for run names only; steps say "start"
         self._events_client_factory = events_client_factory
         self._emit = emit_events
+        self._clock = clock  # a backtest passes its simulated clock
 
     def _wanted(self, signal: SignalRow) -> list[Playbook]:
         details = dict(signal.evidence.get("details") or {})
@@ -71,7 +73,7 @@ class Dispatcher:
         `dispatch_failed` with its error: it never holds back the signals after it.
         """
         report = DispatchReport()
-        now = datetime.now(UTC)
+        now = self._clock()
         dispatched: list[tuple[SignalRow, list[PlaybookRunRow]]] = []
         with self._factory() as session:
             pending = [(o, s) for o, s in session.execute(

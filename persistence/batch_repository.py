@@ -108,6 +108,17 @@ class BatchRepository:
             self._batch_events.setdefault(event.account_id, []).append(event)
         ids = sorted({e.account_id for e in events})
         self._processed.update(batch_reads.processed_keys(self.session, {e.key for e in events}))
+        missing = self.prefetch_accounts(ids)
+        # Stored parked events are taken only when their account lands, and an account that
+        # does not exist lands only through a subscription_started of this batch: the parked
+        # events of other missing accounts stay where they are, unread.
+        landing = {e.account_id for e in events if e.type == EventType.SUBSCRIPTION_STARTED}
+        for row_id, account_id, event in batch_reads.parked_events(
+                self.session, [i for i in missing if i in landing]):
+            self._parked_db.setdefault(account_id, []).append((row_id, event))
+
+    def prefetch_accounts(self, ids: list[str]) -> list[str]:
+        """Load (and lock) the accounts `ids` (sorted); the ids that have no row."""
         stale: list[str] = []
         for account_id, stamp in batch_reads.account_stamps(self.session, ids):
             self._stored[account_id] = stamp
@@ -121,13 +132,7 @@ class BatchRepository:
         missing = [i for i in ids if i not in self.accounts]
         for account_id in missing:
             self.accounts[account_id] = None
-        # Stored parked events are taken only when their account lands, and an account that
-        # does not exist lands only through a subscription_started of this batch: the parked
-        # events of other missing accounts stay where they are, unread.
-        landing = {e.account_id for e in events if e.type == EventType.SUBSCRIPTION_STARTED}
-        for row_id, account_id, event in batch_reads.parked_events(
-                self.session, [i for i in missing if i in landing]):
-            self._parked_db.setdefault(account_id, []).append((row_id, event))
+        return missing
 
     # --- LifecycleRepository ---------------------------------------------------------------
 

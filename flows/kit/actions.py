@@ -9,12 +9,13 @@ and `deliveries` every attempt at sending it (outcome, HTTP status or SMTP code,
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from flows.kit import clock
 from flows.kit.current import current_step
 from laer_domain.outreach import Decision, Defer, OutreachPolicy, Send, Suppress
 from persistence.tables import ActionRow
@@ -24,7 +25,7 @@ TRAIL_MAX = 20  # entries kept per action: a message deferred night after night 
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def find_action(factory: sessionmaker[Session], key: str) -> ActionRow | None:

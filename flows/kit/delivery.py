@@ -12,11 +12,11 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from flows.kit import actions, transport
+from flows.kit import actions, clock, transport
 from flows.kit.retries import apply_outcome, retrying_keys
 from flows.kit.runtime import current_flow_run_id, runtime
 from flows.kit.settings import playbook_settings
@@ -125,11 +125,15 @@ def attempt_delivery(key: str) -> Delivery:
     row = actions.find_action(rt.reads, key)  # detached: no transaction while sending
     if row is None or row.status not in ("pending", "retrying"):
         return Delivery("email", key, "missing") if row is None else delivery_of(row)
-    outcome = _attempt(row)
+    sim = clock.simulated()
+    # A simulated run records the send (with its Message-ID in `content`); nothing leaves.
+    outcome = transport.SENT if sim is not None and sim.record_only else _attempt(row)
     with rt.sessions() as session:
         current = session.get(ActionRow, row.id, with_for_update=True)
         assert current is not None, key
-        apply_outcome(current, outcome, settings, datetime.now(UTC), settings.now())
+        apply_outcome(current, outcome, settings, clock.now(), settings.now())
+        if sim is not None:  # the simulator's record of a send that never left
+            current.payload = {**current.payload, "transport": "recorded"}
         session.commit()
         return delivery_of(current)
 

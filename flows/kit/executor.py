@@ -16,11 +16,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from flows.kit import clock
 from flows.kit.current import CurrentStep, enter_step, leave_step
 from flows.kit.prefect_report import StepReport, StepReporter
 from flows.kit.registry import Discovered
@@ -82,7 +83,7 @@ class StepExecutor:
     def execute(self, step: ClaimedStep) -> tuple[str, str]:
         """Run one leased step and record how it ended; its run name and end state."""
         found = self.playbooks.get(step.playbook)
-        started = datetime.now(UTC)
+        started = clock.now()  # simulated under a backtest (see clock.py)
         current = CurrentStep(key=step.key, task_run_id=task_run_id(step.key, step.attempts),
                               tags=set(step.tags), attempt=step.attempts)
         error: str | None = None
@@ -98,7 +99,7 @@ class StepExecutor:
             log.warning("step %s failed (attempt %d): %s", step.key, step.attempts, error)
         finally:
             leave_step(token)
-        ended = datetime.now(UTC)
+        ended = clock.now()
         if error is None:
             status, retry_at, state = "done", None, "Completed"
         elif step.attempts >= self.options.max_attempts:

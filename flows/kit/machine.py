@@ -10,10 +10,11 @@ elsewhere (delivery, scheduling, report); this module only decides what happens 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from prefect.runtime import flow_run
 
+from flows.kit import clock
 from flows.kit.context import ExitCheck, SignalInfo, Step, StepContext
 from flows.kit.current import current_step
 from flows.kit.delivery import retry_deliveries
@@ -42,7 +43,10 @@ def run_namer(playbook: str, first_step: str) -> Callable[[], str]:
 def _delay_s(account: Account, signal: SignalInfo, current: Step, nxt: Step) -> float:
     settings = playbook_settings()
     if nxt.due is not None:  # an event-time instant: wait what is left of it
-        days = (nxt.due(account, signal) - account.clock) / timedelta(days=1)
+        # on a simulated clock "now" is event time itself; live, the account's clock is the
+        # event time we know (the daily sweep keeps it within a day)
+        since = clock.now() if clock.simulated() is not None else account.clock
+        days = (nxt.due(account, signal) - since) / timedelta(days=1)
     else:
         days = nxt.day - current.day
     return max(0.0, days) * settings.day_seconds
@@ -56,7 +60,7 @@ def _schedule_retry(playbook: Playbook, account_id: str, signal_id: str, step: s
     if at is None:
         return None
     return schedule_step(playbook.name, account_id, signal_id, step,
-                         (at - datetime.now(UTC)).total_seconds(),
+                         (at - clock.now()).total_seconds(),
                          retry_run_key(playbook.name, signal_id, step, at),
                          [f"playbook:{playbook.name}", f"account:{account_id}", f"step:{step}",
                           "retry"])

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from flows.kit import clock
 from flows.kit.current import current_step
 from flows.kit.runtime import current_flow_run_id, runtime
 from persistence.steps import enqueue_step
@@ -23,7 +24,7 @@ def queue_step(playbook: str, account_id: str, signal_id: str, step: str, delay_
 
     Returns whether this call added it, and a line for the run's report.
     """
-    when = datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s))
+    when = clock.now() + timedelta(seconds=max(0.0, delay_s))
     name = run_name_for(playbook, account_id, step)
     with runtime().sessions() as session:
         added = enqueue_step(session, key=key, playbook=playbook, account_id=account_id,

@@ -3,13 +3,17 @@ the playbooks' timing, gate and delivery retries (`LAER_PLAYBOOK_`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flows.kit import clock
 from laer_domain.outreach import OutreachPolicy
 from persistence.database_url import DatabaseUrl, DbTimeouts
 
@@ -116,9 +120,9 @@ class PlaybookSettings(BaseSettings):
         return self.playbook_seconds(min(backoff, self.delivery_backoff_max_s))
 
     def now(self) -> datetime:
-        """The gate's clock."""
+        """The gate's clock: the fixed `clock` if set, else the machinery's (see clock.py)."""
         if self.clock is None:
-            return datetime.now(UTC)
+            return clock.now()
         return self.clock if self.clock.tzinfo else self.clock.replace(tzinfo=UTC)
 
     def outreach_policy(self) -> OutreachPolicy:
@@ -130,10 +134,33 @@ class PlaybookSettings(BaseSettings):
                               available_channels=frozenset(channels))
 
 
+def event_time_settings(overrides: Mapping[str, Any] | None = None) -> PlaybookSettings:
+    """Playbook settings for a simulated clock: the environment's with `overrides`, a
+    playbook day a day of event time, and no fixed gate clock (the simulated one rules)."""
+    return PlaybookSettings(**{**(overrides or {}), "day_seconds": 86400.0, "clock": None})
+
+
+_given: ContextVar[PlaybookSettings | None] = ContextVar("laer_playbook_settings", default=None)
+
+
+@contextmanager
+def using_playbook_settings(settings: PlaybookSettings) -> Iterator[PlaybookSettings]:
+    """Give every step run in this block `settings` instead of the environment's (a backtest's
+    overrides)."""
+    token = _given.set(settings)
+    try:
+        yield settings
+    finally:
+        _given.reset(token)
+
+
 def playbook_settings() -> PlaybookSettings:
     """The playbook settings, read once per step (so tests can change them between steps)."""
     from flows.kit.current import current_step
 
+    given = _given.get()
+    if given is not None:
+        return given
     here = current_step()
     if here is None:
         return PlaybookSettings()

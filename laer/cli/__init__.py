@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from laer.cli import actions, dlq, read, run, services, steps, why
+from laer.cli import actions, backtest, dlq, read, run, services, steps, why
 
 # no locals in tracebacks: they can hold database URLs and other secrets
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
@@ -14,7 +14,7 @@ app.add_typer(services.db_app, name="db")
 # The order of `laer --help`.
 for command in (run.consume, run.dispatch, run.serve, services.up, services.simulate,
                 run.sweep, read.accounts, read.account, why.why, read.tasks, read.status,
-                read.schema, read.playbooks):
+                read.schema, read.playbooks, backtest.backtest):
     app.command()(command)
 app.add_typer(dlq.dlq_app, name="dlq")
 app.add_typer(actions.actions_app, name="actions")
