@@ -34,7 +34,7 @@ def harness(tmp_path: Path, no_network: None) -> Iterator[PlaybookHarness]:
         yield h
 
 
-def test_a_90_day_renewal_sequence_runs_in_well_under_a_second(
+def test_a_90_day_renewal_sequence_on_the_simulated_clock(
         harness: PlaybookHarness) -> None:
     term_end = T0 + timedelta(days=200)
     for account in ("warm-up", "ren"):  # the first pays for imports and first connections
@@ -58,5 +58,5 @@ def test_a_90_day_renewal_sequence_runs_in_well_under_a_second(
     assert sent[1] == t60
     assert mine[2].created_at.date() == (term_end - timedelta(days=30)).date()
     assert report.now is not None and report.now < datetime.now(UTC)
+    # its speed (about 80 ms) is printed, not asserted: timing belongs in benchmarks
     print(f"renewal sequence: {took * 1000:.0f} ms")
-    assert took < 1.0, took
