@@ -169,11 +169,13 @@ class Reporter(Protocol):
         """Send what is queued, then stop."""
 
 
-def _report_from_queue(reports: Any, niceness: int) -> None:
+def _report_from_queue(reports: Any, niceness: int, api_url: str | None) -> None:
     """The reporter process: report what arrives until the None that ends it."""
     import os
     import signal
 
+    if api_url:  # the executor's API, even one set in a settings context, not the env
+        os.environ["PREFECT_API_URL"] = api_url
     # The executor's process group gets the SIGTERM; this child finishes the queue instead
     # and ends on the executor's sentinel (or when the executor is gone).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -205,8 +207,11 @@ class ProcessReporter:
     def __init__(self, *, niceness: int = 5) -> None:
         import multiprocessing
 
+        from prefect.settings import PREFECT_API_URL
+
         self._mp = multiprocessing.get_context("spawn")  # no fork of a threaded process
         self._niceness = niceness
+        self._api_url = PREFECT_API_URL.value()
         self._queue: Any = self._mp.Queue()
         self._process: Any = None
         self._lock = threading.Lock()
@@ -221,7 +226,8 @@ class ProcessReporter:
                 log.warning("step reporter process ended (%s); starting another",
                             self._process.exitcode)
             self._process = self._mp.Process(target=_report_from_queue,
-                                             args=(self._queue, self._niceness),
+                                             args=(self._queue, self._niceness,
+                                                   self._api_url),
                                              name="laer-step-reporter", daemon=False)
             self._process.start()
 

@@ -96,7 +96,9 @@ def serialize_writes(engine: Engine, wait_s: float = 30.0) -> Engine:
     event.listen(engine, "begin", take, insert=True)  # before BEGIN IMMEDIATE (db.py)
     dialect.do_commit = ending(dialect.do_commit)  # type: ignore[method-assign,assignment]
     dialect.do_rollback = ending(dialect.do_rollback)  # type: ignore[method-assign,assignment]
-    event.listen(engine, "checkin", lambda dbapi, _record: give(dbapi))  # closed, invalidated
+    # a connection thrown away (its transaction ends with it) or returned without a commit
+    event.listen(engine, "invalidate", lambda dbapi, _record, _exc: give(dbapi))
+    event.listen(engine, "checkin", lambda dbapi, _record: give(dbapi))
     return engine
 
 
