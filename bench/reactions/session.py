@@ -58,11 +58,11 @@ def _burst(system: System, sessions: Any, held: Held, prefix: str, o: Options,
     state: dict[str, Any] = {}
 
     def all_first_steps() -> bool:
-        state["source"], state["steps"] = measure.executed(sessions, prefix)
-        return not measure.lost(expected, state["steps"])
+        return not expected - measure.done_pairs(sessions, prefix)
 
     _wait("burst", all_first_steps, o.bound_s, system)
     cpu_after = cpu.snapshot(system.groups())
+    state["source"], state["steps"] = measure.executed(sessions, prefix)
     cpu_before["bench"], cpu_after["bench"] = own_before, time.process_time()  # SMTP, polls
     steps: list[measure.Executed] = state["steps"]
     firsts = measure.first_done(steps)

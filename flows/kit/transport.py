@@ -15,7 +15,11 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -159,17 +163,33 @@ def _smtp_error(exc: Exception) -> Outcome:
     raise exc
 
 
+_UTF8 = Charset("utf-8")
+_UTF8.header_encoding = _UTF8.body_encoding = QP
+
+
+def build_message(sender: str, to: str, subject: str, text: str, html: str | None,
+                  message_id: str) -> Message:
+    """The message as MIME parts: a third of the CPU of `EmailMessage` and its header
+    parsing, which a step pays per message."""
+    for name, value in (("From", sender), ("To", to), ("Subject", subject)):
+        if "\r" in value or "\n" in value:  # never let a value start a header of its own
+            raise ValueError(f"{name} header value contains a line break")
+    # a Charset, not "utf-8": quoted-printable bodies, as EmailMessage would write them
+    parts = [MIMEText(text, "plain", _UTF8)]  # type: ignore[arg-type]
+    if html:
+        parts.append(MIMEText(html, "html", _UTF8))  # type: ignore[arg-type]
+    msg: Message = parts[0] if len(parts) == 1 else MIMEMultipart("alternative", None, parts)
+    for name, value in (("From", sender), ("To", to), ("Subject", subject)):
+        msg[name] = (value if value.isascii()  # type: ignore[assignment]  # a Header folds
+                     else Header(value, _UTF8, header_name=name))
+    msg["Message-ID"] = f"<{message_id}@laer>"
+    return msg
+
+
 def send_email(smtp: SmtpSettings, *, to: str, subject: str, text: str, html: str | None,
                message_id: str) -> Outcome:
     """Send one message over SMTP; the Message-ID is fixed per message, so a repeat is seen."""
-    msg = EmailMessage()
-    msg["From"] = smtp.sender
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{message_id}@laer>"
-    msg.set_content(text)
-    if html:
-        msg.add_alternative(html, subtype="html")
+    msg = build_message(smtp.sender, to, subject, text, html, message_id)
     while True:
         try:
             client, reused = POOL.take(smtp)
