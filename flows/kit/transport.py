@@ -20,7 +20,7 @@ from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.utils import parsedate_to_datetime
+from email.utils import formataddr, parseaddr, parsedate_to_datetime
 from typing import TYPE_CHECKING, Literal
 
 import httpx
@@ -179,9 +179,10 @@ def build_message(sender: str, to: str, subject: str, text: str, html: str | Non
     if html:
         parts.append(MIMEText(html, "html", _UTF8))  # type: ignore[arg-type]
     msg: Message = parts[0] if len(parts) == 1 else MIMEMultipart("alternative", None, parts)
-    for name, value in (("From", sender), ("To", to), ("Subject", subject)):
-        msg[name] = (value if value.isascii()  # type: ignore[assignment]  # a Header folds
-                     else Header(value, _UTF8, header_name=name))
+    msg["From"] = sender if sender.isascii() else formataddr(parseaddr(sender), "utf-8")
+    msg["To"] = to  # an address beyond ASCII needs the relay's SMTPUTF8, as before
+    msg["Subject"] = (subject if subject.isascii()  # type: ignore[assignment]  # it folds
+                      else Header(subject, _UTF8, header_name="Subject"))
     msg["Message-ID"] = f"<{message_id}@laer>"
     return msg
 
