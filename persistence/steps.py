@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from persistence.tables import PlaybookRunRow, PlaybookStepRow
@@ -101,14 +101,15 @@ def finish_step(sessions: sessionmaker[Session], step: ClaimedStep, owner: str, 
         ).values(**values).returning(row.id)).first()
         if changed is None:
             return False
-        open_steps = session.scalar(select(func.count()).where(
-            row.playbook == step.playbook, row.signal_id == step.signal_id,
-            row.status.in_(OPEN))) or 0
-        state = "Running" if open_steps else ("Failed" if status == "failed" else "Completed")
+        # one statement: the run is Running while a step of it is open, else it has ended
+        still_open = exists().where(row.playbook == step.playbook,
+                                    row.signal_id == step.signal_id, row.status.in_(OPEN))
+        ended = "Failed" if status == "failed" else "Completed"
         session.execute(update(PlaybookRunRow).where(
             PlaybookRunRow.playbook == step.playbook,
             PlaybookRunRow.signal_id == step.signal_id,
-            PlaybookRunRow.state.not_in(("Coalesced",))).values(state=state, updated_at=now))
+            PlaybookRunRow.state.not_in(("Coalesced",))).values(
+                state=case((still_open, "Running"), else_=ended), updated_at=now))
     return True
 
 

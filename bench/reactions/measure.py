@@ -111,6 +111,15 @@ def executed(sessions: sessionmaker[Session], prefix: str) -> tuple[str, list[Ex
                 PlaybookRunRow.account_id.like(like), PlaybookRunRow.state == "Completed"))]
 
 
+def done_pairs(sessions: sessionmaker[Session], prefix: str) -> set[Pair]:
+    """(account, playbook) pairs of the run's accounts with a step done: a light poll (no
+    ORM rows), so waiting for a burst takes little of the CPU the system under test needs."""
+    with sessions() as s:
+        return set(s.execute(select(PlaybookStepRow.account_id, PlaybookStepRow.playbook)
+                             .where(PlaybookStepRow.account_id.like(f"{prefix}-%"),
+                                    PlaybookStepRow.status == "done").distinct()).tuples())
+
+
 def first_actions(sessions: sessionmaker[Session], prefix: str) -> list[tuple[str, datetime]]:
     """(signal id, created_at) of every action of the run's accounts."""
     with sessions() as s:

@@ -62,6 +62,9 @@ def table(result: dict[str, Any]) -> Table:
     t.add_row("burst: first steps done / expected",
               f"{burst['expected_first_steps'] - burst['lost']} / "
               f"{burst['expected_first_steps']} in {burst['seconds']:g} s", "all")
+    used = burst.get("cpu_ms_per_step") or {}
+    t.add_row("CPU ms/step (burst)", ", ".join(f"{k} {v:g}" for k, v in used.items()) or "-",
+              f"load {burst.get('load', 0):.1f}")
     t.add_row("latency p50 (steady)", _num(steady["latency_p50_s"], " s"), "")
     t.add_row("latency p99 (steady)", _num(steady["latency_p99_s"], " s") + _mark(met["p99"]),
               f"< {TARGET_P99_S:g} s")

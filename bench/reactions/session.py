@@ -3,6 +3,7 @@ steady stream, what Prefect shows, then the plain Prefect baseline on the same s
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from bench.reactions import measure, prefect_view
+from bench.reactions import cpu, measure, prefect_view
 from bench.reactions.baseline import measure_baseline
 from bench.reactions.system import System, app_database
 from bench.reactions.workload import Held, build, release
@@ -52,18 +53,22 @@ def _burst(system: System, sessions: Any, held: Held, prefix: str, o: Options,
            say: Callable[[str], None]) -> dict[str, Any]:
     say(f"burst: {len(held.signals)} signals at once")
     expected = held.expected()
+    cpu_before, own_before = cpu.snapshot(system.groups()), time.process_time()
     released = release(sessions, held.signals)
     state: dict[str, Any] = {}
 
     def all_first_steps() -> bool:
-        state["source"], state["steps"] = measure.executed(sessions, prefix)
-        return not measure.lost(expected, state["steps"])
+        return not expected - measure.done_pairs(sessions, prefix)
 
     _wait("burst", all_first_steps, o.bound_s, system)
+    cpu_after = cpu.snapshot(system.groups())
+    state["source"], state["steps"] = measure.executed(sessions, prefix)
+    cpu_before["bench"], cpu_after["bench"] = own_before, time.process_time()  # SMTP, polls
     steps: list[measure.Executed] = state["steps"]
     firsts = measure.first_done(steps)
     last = max(firsts.values(), default=released)
     rate = measure.steps_per_second(steps, released, last)
+    in_window = sum(1 for s in steps if released < s.done_at <= last)
     # report lag: from the last step done in the store until Prefect shows as many
     shown_target = sum(1 for s in steps if s.done_at <= last)
     lag: float | None = None
@@ -78,7 +83,11 @@ def _burst(system: System, sessions: Any, held: Held, prefix: str, o: Options,
             "lost": len(lost), "lost_examples": sorted(map("/".join, lost))[:5],
             "report_lag_s": None if lag is None else round(max(lag, 0.0), 2),
             "duplicated_steps": measure.duplicated_steps(steps),
-            "retried_steps": sum(1 for s in steps if s.attempts > 1)}
+            "retried_steps": sum(1 for s in steps if s.attempts > 1),
+            # CPU ms per step of each process from the release until every first step was
+            # done (the Prefect server's catching up afterwards is not in it)
+            "cpu_ms_per_step": cpu.per_unit_ms(cpu_before, cpu_after, in_window),
+            "load": os.getloadavg()[0]}
 
 
 def _steady(system: System, sessions: Any, held: Held, prefix: str, o: Options,

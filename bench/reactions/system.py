@@ -73,6 +73,13 @@ class System:
             self.stack.callback(process.stop)
             self.processes.append(process.start())
 
+    def groups(self) -> dict[str, int]:
+        """Process group of each child (its CPU is read from /proc by bench.reactions.cpu)."""
+        out = {p.name: p.process.pid for p in self.processes if p.process is not None}
+        if self.prefect.process is not None:
+            out["prefect"] = self.prefect.process.pid
+        return out
+
     def check(self) -> None:
         """Raise if a child died (with the end of its log)."""
         for p in self.processes:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from flows.kit import clock
 from flows.kit.current import CurrentStep, enter_step, leave_step
-from flows.kit.prefect_report import StepReport, StepReporter
+from flows.kit.prefect_report import Reporter, StepReport
 from flows.kit.registry import Discovered
 from persistence.steps import ClaimedStep, claim_due, finish_step, task_run_id
 
@@ -50,7 +50,7 @@ class StepExecutor:
 
     def __init__(self, sessions: sessionmaker[Session], playbooks: Mapping[str, Discovered],
                  options: ExecutorOptions | None = None, *,
-                 reporter: StepReporter | None = None,
+                 reporter: Reporter | None = None,
                  owner: str | None = None) -> None:
         self.sessions = sessions
         self.playbooks = dict(playbooks)

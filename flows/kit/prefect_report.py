@@ -17,7 +17,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 log = logging.getLogger(__name__)
@@ -157,3 +157,94 @@ class StepReporter:
             EventsWorker.drain_all(timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - shutting down; the rows are the record
             log.warning("events not drained: %s", exc)
+
+
+class Reporter(Protocol):
+    """What an executor hands its finished steps to."""
+
+    def publish(self, report: StepReport) -> None:
+        """Queue one step's report (never waits on the Prefect API)."""
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is queued, then stop."""
+
+
+def _report_from_queue(reports: Any, niceness: int, api_url: str | None) -> None:
+    """The reporter process: report what arrives until the None that ends it."""
+    import os
+    import signal
+
+    if api_url:  # the executor's API, even one set in a settings context, not the env
+        os.environ["PREFECT_API_URL"] = api_url
+    # The executor's process group gets the SIGTERM; this child finishes the queue instead
+    # and ends on the executor's sentinel (or when the executor is gone).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if niceness:
+        os.nice(niceness)
+    parent = os.getppid()
+    reporter = StepReporter()
+    try:
+        while True:
+            try:
+                report = reports.get(timeout=5.0)
+            except queue.Empty:
+                if os.getppid() != parent:  # the executor died without its sentinel
+                    return
+                continue
+            if report is None:
+                return
+            reporter.publish(report)
+    finally:
+        reporter.close(timeout=30.0)
+
+
+class ProcessReporter:
+    """A StepReporter in a child process: its CPU (building events, HTTP) leaves the
+    executor's interpreter, whose GIL the steps need; a lower priority lets steps go first
+    under load while the view catches up."""
+
+    def __init__(self, *, niceness: int = 5) -> None:
+        import multiprocessing
+
+        from prefect.settings import PREFECT_API_URL
+
+        self._mp = multiprocessing.get_context("spawn")  # no fork of a threaded process
+        self._niceness = niceness
+        self._api_url = PREFECT_API_URL.value()
+        self._queue: Any = self._mp.Queue()
+        self._process: Any = None
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            return
+        with self._lock:
+            if self._process is not None and self._process.is_alive():
+                return
+            if self._process is not None:
+                log.warning("step reporter process ended (%s); starting another",
+                            self._process.exitcode)
+            self._process = self._mp.Process(target=_report_from_queue,
+                                             args=(self._queue, self._niceness,
+                                                   self._api_url),
+                                             name="laer-step-reporter", daemon=False)
+            self._process.start()
+
+    def publish(self, report: StepReport) -> None:
+        """Hand a report to the child (pickled by the queue's feeder thread)."""
+        self._ensure()
+        self._queue.put(report)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Let the child send what is queued (within `timeout`), then stop it."""
+        if self._process is None:
+            return
+        self._queue.put(None)
+        self._queue.close()
+        self._queue.join_thread()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            log.warning("step reporter did not finish within %.0f s; stopped", timeout)
+            self._process.kill()
+            self._process.join()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from prefect.runtime import flow_run
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
@@ -31,8 +33,9 @@ class FlowRuntime:
     def engine(self) -> Engine:
         url = self.settings.database_url
         if url.startswith("sqlite"):  # pooled: a step opens a dozen short sessions
-            return make_engine(url, self.settings.db_timeouts(), poolclass=QueuePool,
-                               pool_size=8, max_overflow=8)
+            return serialize_writes(make_engine(url, self.settings.db_timeouts(),
+                                                poolclass=QueuePool, pool_size=8,
+                                                max_overflow=8))
         return make_engine(url, self.settings.db_timeouts())
 
     @cached_property
@@ -57,6 +60,46 @@ class FlowRuntime:
         for name in ("read_engine", "engine"):
             if name in self.__dict__:
                 self.__dict__[name].dispose()
+
+
+def serialize_writes(engine: Engine, wait_s: float = 30.0) -> Engine:
+    """Make this process's SQLite write transactions queue on a lock of its own.
+
+    Threads of one process waiting for SQLite's write lock sleep in its busy handler, which
+    backs off to 25-100 ms a try; waiting on a Python lock they start the moment it is free.
+    Other processes still meet at SQLite's lock. A transaction waiting longer than `wait_s`
+    goes on without this lock (SQLite's busy timeout still guards the file).
+    """
+    lock = threading.Lock()
+    holders: set[int] = set()  # DBAPI connections whose transaction holds the lock
+    dialect = engine.dialect
+
+    def take(conn: Connection) -> None:
+        dbapi = conn.connection.dbapi_connection
+        if id(dbapi) not in holders and lock.acquire(timeout=wait_s):
+            holders.add(id(dbapi))
+
+    def give(dbapi: Any) -> None:
+        key = id(getattr(dbapi, "dbapi_connection", dbapi))  # the pool's proxy, or the raw one
+        if key in holders:
+            holders.discard(key)
+            lock.release()
+
+    def ending(original: Callable[[Any], None]) -> Callable[[Any], None]:
+        def end(dbapi: Any) -> None:
+            try:
+                original(dbapi)
+            finally:
+                give(dbapi)
+        return end
+
+    event.listen(engine, "begin", take, insert=True)  # before BEGIN IMMEDIATE (db.py)
+    dialect.do_commit = ending(dialect.do_commit)  # type: ignore[method-assign,assignment]
+    dialect.do_rollback = ending(dialect.do_rollback)  # type: ignore[method-assign,assignment]
+    # a connection thrown away (its transaction ends with it) or returned without a commit
+    event.listen(engine, "invalidate", lambda dbapi, _record, _exc: give(dbapi))
+    event.listen(engine, "checkin", lambda dbapi, _record: give(dbapi))
+    return engine
 
 
 _runtime: FlowRuntime | None = None

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from laer.bootstrap import container
+from laer.bootstrap import container, prefect_api_configured
 from laer.cli.output import JsonFlag, console, err, print_json
 
 if TYPE_CHECKING:
@@ -85,6 +85,10 @@ def serve(
     lease_s: Annotated[float, typer.Option(
         min=1.0, help="Seconds a step is held; a step not finished by then (its executor "
         "died) is taken over by another.")] = 300.0,
+    report_process: Annotated[bool, typer.Option(
+        envvar="LAER_SERVE_REPORT_PROCESS",
+        help="Report steps to Prefect from a child process (off: a thread of this one).")
+    ] = True,
 ) -> None:
     """Execute due playbook steps, and serve the ops flows, until Ctrl-C/SIGTERM.
 
@@ -99,7 +103,11 @@ def serve(
     refuse_unsafe_start()  # e.g. the default webhook secret outside the demo
     c = container()
     c.migrate()
-    executor = c.executor(threads=threads, batch=batch, lease_s=lease_s)
+    executor = c.executor(threads=threads, batch=batch, lease_s=lease_s, report=False)
+    if prefect_api_configured():
+        from flows.kit.prefect_report import ProcessReporter, StepReporter
+
+        executor.reporter = ProcessReporter() if report_process else StepReporter()
     stop = threading.Event()
     worker = threading.Thread(target=executor.run_forever, args=(stop,), name="laer-executor")
     worker.start()
