@@ -25,10 +25,14 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "consumers": frozenset({"laer_domain", "persistence"}),
     "dispatch": frozenset({"laer_domain", "persistence", "flows.kit.registry"}),
     "flows": frozenset({"laer_domain", "persistence"}),
+    # the backtest is a second driver of the whole chain, on a simulated clock
+    "backtest": frozenset({"laer_domain", "persistence", "consumers", "dispatch", "flows"}),
 }
 # Modules that compose parts the way an entrypoint does, with the reason. The playbook test
 # harness drives the real dispatcher, so a playbook test sees what production runs.
-HARNESSES: dict[str, frozenset[str]] = {"flows.kit.testing": frozenset({"dispatch"})}
+HARNESSES: dict[str, frozenset[str]] = {"flows.kit.testing": frozenset({"dispatch"}),
+                                        # replays `laer simulate`'s cohort, lazily imported
+                                        "backtest.inputs": frozenset({"laer.simulate"})}
 PROJECT = frozenset({*MAY_IMPORT, "laer", "bench", "tests", "deployments"})
 # The domain's only third-party packages: pydantic and what pydantic itself requires.
 PURE = frozenset({"pydantic", "pydantic_core", "annotated_types", "typing_extensions",
