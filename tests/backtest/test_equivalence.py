@@ -39,7 +39,14 @@ from laer.local.processes import ManagedProcess
 from laer.local.smtp import LocalSmtp
 from laer_domain.events import make_event
 from persistence.db import make_engine, upgrade
-from persistence.tables import ActionRow, ConsumerOffsetRow, OutboxRow, PlaybookStepRow
+from persistence.tables import (
+    ActionRow,
+    ConsumerOffsetRow,
+    OutboxRow,
+    ParkedEventRow,
+    PlaybookStepRow,
+)
+from persistence.uow import session_factory
 from tests.e2e.conftest import Stack
 
 P = datetime(2026, 1, 19, 12, 0, tzinfo=UTC)  # the instant every playbook trigger falls on
@@ -134,13 +141,16 @@ def simulate(tmp: Path, **settings: Any) -> list[dict[str, Any]]:
 
 
 def _settled(stack: Stack, produced: int) -> bool:
-    """All records consumed, all signals dispatched, no step due now, no delivery in flight."""
+    """All records consumed and applied, all signals dispatched, no step due now, no delivery
+    in flight."""
     now = datetime.now(UTC)
     with stack.sessions() as s:
         consumed = s.scalar(select(func.coalesce(func.sum(ConsumerOffsetRow.next_offset), 0))
                             .where(ConsumerOffsetRow.topic.in_(list(stack.topics.values()))))
         if int(consumed or 0) < produced:
             return False
+        if s.scalar(select(func.count()).select_from(ParkedEventRow)):
+            return False  # an event that came before its account's landing, not applied yet
         if s.scalar(select(func.count()).where(OutboxRow.status == "pending")):
             return False
         if s.scalar(select(func.count()).where(PlaybookStepRow.status.in_(("due", "running")),
@@ -181,8 +191,6 @@ def real(tmp_path_factory: pytest.TempPathFactory, kafka_broker: LocalKafka,
         "LAER_PLAYBOOK_CLOCK": P.isoformat(), "LAER_PLAYBOOK_DAY_SECONDS": "86400",
         "PYTHONPATH": os.getcwd(),
     })
-    from persistence.uow import session_factory
-
     procs = {name: ManagedProcess(name, [name], env, home / "logs").start()
              for name in ("serve", "consume", "dispatch")}
     stack = Stack(env, db_url, topics, dlq, kafka_broker.bootstrap, session_factory(engine),
