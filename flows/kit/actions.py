@@ -9,6 +9,7 @@ and `deliveries` every attempt at sending it (outcome, HTTP status or SMTP code,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from flows.kit import clock
 from flows.kit.current import current_step
-from laer_domain.outreach import Decision, Defer, OutreachPolicy, Send, Suppress
+from laer_domain.outreach import Decision, Defer, OutreachPolicy, Send, SentMessage, Suppress
 from persistence.tables import ActionRow
 from persistence.upsert import insert_if_absent
 
@@ -125,13 +126,17 @@ def update_action(factory: sessionmaker[Session], key: str, status: str,
 
 def upsert_action(factory: sessionmaker[Session], *, key: str, status: str,
                   reason: str | None = None, due_at: datetime | None = None,
-                  payload: dict[str, Any] | None = None, **fields: Any) -> ActionRow:
-    """Record the action under `key`, or move the existing one to `status`."""
+                  payload: dict[str, Any] | None = None,
+                  then: Callable[[ActionRow], None] | None = None, **fields: Any) -> ActionRow:
+    """Record the action under `key`, or move the existing one to `status`; `then` changes
+    the row further in the same transaction."""
     with factory() as session:
         row, created = _record(session, key, dict(status=status, reason=reason, due_at=due_at,
                                                   payload=payload or {}, **fields))
         if not created:
             _move(row, status, reason, due_at, payload)
+        if then is not None:
+            then(row)
         session.commit()
         return row
 
@@ -146,3 +151,24 @@ def sent_to(factory: sessionmaker[Session], recipient: str, limit: int = 200
                                     ActionRow.status.in_(("sent", "pending", "retrying")),
                                     ActionRow.kind.in_(("email", "webhook")))
             .order_by(ActionRow.id.desc()).limit(limit)))
+
+
+def find_with_history(factory: sessionmaker[Session], key: str, recipient: str,
+                      settled: tuple[str, ...]) -> tuple[ActionRow | None, list[SentMessage]]:
+    """The action under `key` and, unless its status is in `settled`, what `recipient` was
+    sent (as `sent_to`, read for the gate): the gate's two reads in one session."""
+    with factory() as session:
+        row = session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
+        if row is not None and row.status in settled:
+            return row, []
+        # Only the columns the gate reads: no ORM rows, no stored message contents parsed.
+        stmt = select(ActionRow.id, ActionRow.playbook, ActionRow.created_at,
+                      ActionRow.payload["sent_at"].as_string(),
+                      ActionRow.payload["priority"].as_integer()).where(
+            ActionRow.recipient == recipient,
+            ActionRow.status.in_(("sent", "pending", "retrying")),
+            ActionRow.kind.in_(("email", "webhook"))).order_by(ActionRow.id.desc()).limit(200)
+        sent = [SentMessage(at=datetime.fromisoformat(at) if at else created,
+                            priority=priority or 0, playbook=playbook, id=id_)
+                for id_, playbook, created, at, priority in session.execute(stmt)]
+        return row, sent

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,7 +27,6 @@ from laer_domain.outreach import (
     Defer,
     MessageIntent,
     Send,
-    SentMessage,
     Suppress,
     decide,
 )
@@ -77,16 +75,6 @@ def message_context(account: Account, contact: Contact,
     }
 
 
-def _history(rows: Sequence[ActionRow]) -> list[SentMessage]:
-    out = []
-    for row in rows:
-        raw = row.payload.get("sent_at")
-        at = datetime.fromisoformat(raw) if raw else row.created_at
-        out.append(SentMessage(at=at, priority=int(row.payload.get("priority", 0)),
-                               playbook=row.playbook, id=row.id))
-    return out
-
-
 def message_key(playbook: str, signal_id: str, step: str, message: str, email: str) -> str:
     """The idempotency key of one message to one contact in one step."""
     return f"{playbook}:{signal_id}:{step}:{message}:{_short(email)}"
@@ -119,10 +107,13 @@ def _attempt(row: ActionRow) -> Outcome:
                                 html=content.get("html"), message_id=str(content["id"]))
 
 
-def attempt_delivery(key: str) -> Delivery:
-    """Try once to deliver the message recorded under `key` and record what became of it."""
-    rt, settings = runtime(), playbook_settings()
-    row = actions.find_action(rt.reads, key)  # detached: no transaction while sending
+def attempt_delivery(key: str, row: ActionRow | None = None) -> Delivery:
+    """Try once to deliver the message recorded under `key` and record what became of it.
+
+    `row`: the caller's copy of it, just read or written (saves reading it again)."""
+    rt = runtime()
+    if row is None:
+        row = actions.find_action(rt.reads, key)  # detached: no transaction while sending
     if row is None or row.status not in ("pending", "retrying"):
         return Delivery("email", key, "missing") if row is None else delivery_of(row)
     sim = clock.simulated()
@@ -131,16 +122,29 @@ def attempt_delivery(key: str) -> Delivery:
     with rt.sessions() as session:
         current = session.get(ActionRow, row.id, with_for_update=True)
         assert current is not None, key
-        apply_outcome(current, outcome, settings, clock.now(), settings.now())
-        if sim is not None:  # the simulator's record of a send that never left
-            current.payload = {**current.payload, "transport": "recorded"}
+        _record_outcome(current, outcome)
         session.commit()
         return delivery_of(current)
 
 
-def retry_deliveries(playbook: str, signal_id: str, step: str) -> list[Delivery]:
-    """Try again every message of this step that waits for another attempt."""
-    keys = retrying_keys(runtime().reads, playbook, signal_id, step)
+def _record_outcome(row: ActionRow, outcome: Outcome) -> None:
+    settings = playbook_settings()
+    apply_outcome(row, outcome, settings, clock.now(), settings.now())
+    if clock.simulated() is not None:  # the simulator's record of a send that never left
+        row.payload = {**row.payload, "transport": "recorded"}
+
+
+def _record_only(row: ActionRow) -> None:
+    # Nothing leaves a record-only simulation: its send is recorded with the pending row.
+    _record_outcome(row, transport.SENT)
+
+
+def retry_deliveries(playbook: str, signal_id: str, step: str,
+                     keys: list[str] | None = None) -> list[Delivery]:
+    """Try again every message of this step that waits for another attempt (`keys`, if the
+    caller read them already)."""
+    if keys is None:
+        keys = retrying_keys(runtime().reads, playbook, signal_id, step)
     return [attempt_delivery(key) for key in keys]
 
 
@@ -153,22 +157,26 @@ def _content(channel: str, key: str, body: dict[str, Any], rendered: Rendered
     return {"id": message_id(key), "text": rendered.text, "html": rendered.html}
 
 
+# Statuses a message keeps whatever the gate would say now (no history needed to answer).
+_SETTLED = ("sent", "suppressed", "retrying", "failed", "pending")
+
+
 def deliver_message(playbook: str, priority: int, signal_id: str, step: str, message: str,
                     account: Account, contact: Contact, promotional: bool,
                     extra: dict[str, Any]) -> Delivery:
     """Pass one message through the outreach gate, then send, defer or suppress it."""
     rt, settings = runtime(), playbook_settings()
     key = message_key(playbook, signal_id, step, message, contact.email)
-    done = actions.find_action(rt.reads, key)
+    done, sent = actions.find_with_history(rt.reads, key, contact.email, _SETTLED)
     if done is not None and done.status in ("sent", "suppressed", "retrying", "failed"):
         return delivery_of(done)  # retrying: the step's retry run tries it, not this one
     if done is not None and done.status == "pending":
-        return attempt_delivery(key)  # outcome unknown (a crash): the same id goes again
+        return attempt_delivery(key, done)  # outcome unknown (a crash): the same id goes again
     now, policy = settings.now(), settings.outreach_policy()
     intent = MessageIntent(playbook=playbook, name=message, priority=priority,
                            channels=("email", "webhook"), promotional=promotional)
     decision = decide(intent, contact, AccountState.of(account),
-                      _history(actions.sent_to(rt.reads, contact.email)), now, policy)
+                      sent, now, policy)
     rendered = render(message, message_context(account, contact, extra))
     channel = decision.channel if isinstance(decision, Send) else "email"
     fields: dict[str, Any] = dict(
@@ -192,9 +200,16 @@ def deliver_message(playbook: str, priority: int, signal_id: str, step: str, mes
             "subject": rendered.subject, "text": rendered.text}
     if channel == "webhook":
         rt.settings.webhook_key()  # refuse the default secret before recording anything
-    actions.upsert_action(rt.sessions, key=key, status="pending", payload={
-        **info, "content": _content(channel, key, body, rendered)}, **fields)
-    return attempt_delivery(key)
+    sim = clock.simulated()
+    content = _content(channel, key, body, rendered)
+    if sim is not None and sim.record_only:
+        row = actions.upsert_action(rt.sessions, key=key, status="pending",
+                                    payload={**info, "content": content}, then=_record_only,
+                                    **fields)
+        return delivery_of(row)
+    row = actions.upsert_action(rt.sessions, key=key, status="pending",
+                                payload={**info, "content": content}, **fields)
+    return attempt_delivery(key, row)
 
 
 def assign_task(playbook: str, signal_id: str, step: str, name: str, key: str,

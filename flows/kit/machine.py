@@ -17,11 +17,11 @@ from prefect.runtime import flow_run
 from flows.kit import clock
 from flows.kit.context import ExitCheck, SignalInfo, Step, StepContext
 from flows.kit.current import current_step
-from flows.kit.delivery import retry_deliveries
-from flows.kit.records import load_account, load_signal
+from flows.kit.delivery import Delivery, retry_deliveries
+from flows.kit.records import load_account, load_signal, shared_reads
 from flows.kit.registry import Playbook
 from flows.kit.report import StepResult, publish_report, report_markdown
-from flows.kit.retries import next_retry, retry_run_key
+from flows.kit.retries import next_retry, retry_run_key, retrying_keys_in
 from flows.kit.runtime import runtime
 from flows.kit.scheduling import run_logger, run_name_for, schedule_step, tag_current_run
 from flows.kit.settings import playbook_settings
@@ -52,10 +52,14 @@ def _delay_s(account: Account, signal: SignalInfo, current: Step, nxt: Step) -> 
     return max(0.0, days) * settings.day_seconds
 
 
-def _schedule_retry(playbook: Playbook, account_id: str, signal_id: str, step: str
-                    ) -> str | None:
+def _schedule_retry(playbook: Playbook, account_id: str, signal_id: str, step: str,
+                    seen: Sequence[Delivery]) -> str | None:
     # Messages of this step still waiting for another try: run the step again when the
     # earliest is due (its retry run tries them; nothing sleeps meanwhile).
+    if not any(d.status == "retrying" for d in seen):
+        # This run tried (or met) every message of its step; none waits. One set retrying
+        # meanwhile by `laer actions retry` gets its run from that command.
+        return None
     at = next_retry(runtime().reads, playbook.name, signal_id, step)
     if at is None:
         return None
@@ -81,9 +85,15 @@ def run_playbook(playbook: Playbook, steps: Sequence[Step], should_stop: ExitChe
         here.name = run_name_for(playbook.name, account_id, name)
     result = StepResult(step=name)
     # Messages this step could not deliver before go first, whatever the exit check says now.
-    result.retried = retry_deliveries(playbook.name, signal_id, name)
-    signal = load_signal(signal_id)
-    account = load_account(account_id)
+    with shared_reads() as session:  # the step's first reads share one session
+        waiting = retrying_keys_in(session, playbook.name, signal_id, name)
+        if not waiting:
+            signal = load_signal(signal_id)
+            account = load_account(account_id)
+    if waiting:  # read the rows after sending, as the exit check must see them
+        result.retried = retry_deliveries(playbook.name, signal_id, name, waiting)
+        signal = load_signal(signal_id)
+        account = load_account(account_id)
     ctx: StepContext | None = None
     if signal is None:
         result.stopped = f"signal {signal_id} not found"
@@ -113,7 +123,8 @@ def run_playbook(playbook: Playbook, steps: Sequence[Step], should_stop: ExitChe
                 playbook.name, account_id, signal_id, nxt.name,
                 _delay_s(account, signal, current, nxt), f"{base}:{nxt.name}",
                 [*tags, f"step:{nxt.name}"]))
-    retry = _schedule_retry(playbook, account_id, signal_id, name)
+    retry = _schedule_retry(playbook, account_id, signal_id, name,
+                            [*result.retried, *(ctx.deliveries if ctx else [])])
     if retry is not None:
         result.scheduled.append(f"retry of {retry}")
     if result.stopped:

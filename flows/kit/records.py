@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from flows.kit.context import SignalInfo
 from flows.kit.runtime import runtime
 from laer_domain.model import Account
 from persistence.tables import AccountRow, SignalRow
+
+_shared: ContextVar[Session | None] = ContextVar("laer_step_reads", default=None)
+
+
+@contextmanager
+def shared_reads() -> Iterator[Session]:
+    """One read session for the loads in this block (a step's first reads share it)."""
+    with runtime().reads() as session:
+        token = _shared.set(session)
+        try:
+            yield session
+        finally:
+            _shared.reset(token)
+
+
+@contextmanager
+def _reading() -> Iterator[Session]:
+    shared = _shared.get()
+    if shared is not None:
+        yield shared
+        return
+    with runtime().reads() as session:
+        yield session
 
 
 def _info(row: SignalRow) -> SignalInfo:
@@ -16,7 +44,7 @@ def _info(row: SignalRow) -> SignalInfo:
 
 def load_signal(signal_id: str) -> SignalInfo | None:
     """The stored signal that started a playbook (its kind, instant and evidence)."""
-    with runtime().reads() as session:
+    with _reading() as session:
         row = session.get(SignalRow, signal_id)
         return None if row is None else _info(row)
 
@@ -36,6 +64,6 @@ def coalesced_signals(account_id: str, signal: SignalInfo) -> list[SignalInfo]:
 def load_account(account_id: str) -> Account | None:
     """Re-read the account so every step sees the current stage."""
     # Plain read, no row lock: a flow must never block the consumers.
-    with runtime().reads() as session:
+    with _reading() as session:
         row = session.get(AccountRow, account_id)
         return None if row is None else Account.model_validate(row.state)

@@ -80,8 +80,14 @@ def retrying_keys(sessions: sessionmaker[Session], playbook: str, signal_id: str
                   step: str) -> list[str]:
     """Keys of the step's messages waiting for another try."""
     with sessions() as session:
-        return [r.idempotency_key for r in session.scalars(
-            _step_messages(playbook, signal_id, step).order_by(ActionRow.id))]
+        return retrying_keys_in(session, playbook, signal_id, step)
+
+
+def retrying_keys_in(session: Session, playbook: str, signal_id: str, step: str) -> list[str]:
+    """`retrying_keys` in an open session (one column read, no rows built)."""
+    stmt = _step_messages(playbook, signal_id, step).with_only_columns(
+        ActionRow.idempotency_key).order_by(ActionRow.id)
+    return list(session.scalars(stmt))
 
 
 def next_retry(sessions: sessionmaker[Session], playbook: str, signal_id: str,
