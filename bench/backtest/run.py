@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ from rich.table import Table
 
 from backtest.engine import Backtest
 from backtest.inputs import from_simulation
+from laer.cli.output import log_to_file
 
 
 def _load() -> str:
@@ -74,19 +74,6 @@ def measure_live(events: list[dict[str, Any]], home: Path) -> dict[str, Any]:
         broker.stop()
 
 
-def _log_to(path: Path) -> Path:
-    """Library logs (Kafka's retries, SQLAlchemy) to a file: the terminal shows the table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    return path
-
-
 def report(results: dict[str, Any]) -> Table:
     """The table: one row per measurement."""
     table = Table(title=f"backtest of {results['accounts']} simulated accounts, "
@@ -124,7 +111,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/backtest.json"))
     args = parser.parse_args()
     console = Console()
-    log_file = _log_to(args.out.with_suffix(".log"))
+    log_file = log_to_file(args.out.with_suffix(".log"))
     events = from_simulation(accounts=args.accounts, seed=args.seed)
     home = Path(tempfile.mkdtemp(prefix="laer-bench-backtest-"))
     results: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from laer.cli.output import JsonFlag, console, err, print_json
+from laer.cli.output import JsonFlag, console, err, log_to_file, print_json
 
 if TYPE_CHECKING:
     from backtest.stats import BacktestStats
@@ -50,17 +49,6 @@ def _events(from_simulation: bool, from_file: Path | None, from_topics: bool, ac
                         f"{until or 'the end'}")
     return inputs.from_simulation(accounts=accounts, seed=seed), (
         f"simulation accounts={accounts} seed={seed}")
-
-
-def _log_to(path: Path) -> None:
-    """Library logs to a file: the terminal shows the progress bar and the summary only."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
 
 
 def _table(summary: dict[str, Any]) -> None:
@@ -143,7 +131,7 @@ def backtest(
         err().print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     out.mkdir(parents=True, exist_ok=True)
-    _log_to(out / "backtest.log")
+    log_to_file(out / "backtest.log")
     from backtest.run import FolderRun, run_folder
 
     run = FolderRun(events=events, out=out, overrides=overrides, compare=other,
