@@ -98,6 +98,10 @@ class Aligner:
             self._assigned.setdefault(partition, set()).add(topic)
             self._last_read[(topic, partition)] = now
 
+    def assigned(self) -> list[TopicPartition]:
+        """The partitions assigned now."""
+        return [(t, p) for p, topics in self._assigned.items() for t in topics]
+
     def revoke(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Partitions taken away: their held records are dropped (their new owner reads them
         again from the stored offsets, which never passed them); returns each one's earliest

@@ -28,6 +28,15 @@ RETRIES = Counter(
 LAG = Gauge("laer_consumer_lag", "Records behind the end of the partition",
             ["topic", "partition"])
 
+ASSIGNED = Gauge("laer_consumer_assigned_partitions",
+                 "Source-topic partitions this consumer owns now (0 while it rebalances)")
+REBALANCES = Counter("laer_consumer_rebalances_total",
+                     "Group rebalances this consumer went through, by step: revoked (it gave "
+                     "its partitions up to rejoin) and assigned (it rejoined)", ["step"])
+REJOINS = Counter("laer_consumer_rejoins_total",
+                  "Times this consumer, left without an assignment longer than "
+                  "LAER_CONSUMER__REJOIN_AFTER_S, closed its client and joined again")
+
 ALIGN_BUFFERED = Gauge("laer_consumer_align_buffered_records",
                        "Records read and held until the other topics caught up in event time")
 ALIGN_FORCED = Counter("laer_consumer_align_forced_total",
@@ -73,6 +82,23 @@ def observe_lag(consumer: Any) -> None:
             LAG.labels(tp.topic, str(tp.partition)).set(max(0, ends[tp] - position))
     except Exception as exc:  # metrics must never stop ingestion
         log.debug("lag not measured: %s", exc)
+
+
+def observe_revoked() -> None:
+    """This consumer gave its partitions up for a rebalance."""
+    REBALANCES.labels("revoked").inc()
+    ASSIGNED.set(0)
+
+
+def observe_assigned(partitions: int) -> None:
+    """This consumer rejoined its group and owns `partitions` partitions."""
+    REBALANCES.labels("assigned").inc()
+    ASSIGNED.set(partitions)
+
+
+def observe_rejoin() -> None:
+    """This consumer gave up a rebalance that did not end and joins with a new client."""
+    REJOINS.inc()
 
 
 def observe_alignment(buffered: int, forced: int) -> None:

@@ -92,7 +92,8 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def __init__(self, consumer_ref: Callable[[], KafkaConsumer],
                  factory: sessionmaker[Session], group_id: str,
-                 aligner: Aligner | None = None) -> None:
+                 aligner: Aligner | None = None,
+                 held_from: dict[tuple[str, int], int] | None = None) -> None:
         self._consumer_ref = consumer_ref
         self._factory = factory
         self._group_id = group_id
@@ -100,16 +101,27 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         self.pending: set[Any] = set()
         # earliest held offsets of revoked partitions: kafka-python keeps the fetch position
         # of a partition assigned back, which is past what was held and dropped
-        self._held_from: dict[tuple[str, int], int] = {}
+        self.held_from: dict[tuple[str, int], int] = dict(held_from or {})
+        # since when this member owns nothing while waiting for an assignment (it starts so)
+        self.unassigned_since: float | None = time.monotonic()
+
+    def unassigned_for(self) -> float:
+        """Seconds this member has waited for an assignment (0 while it holds one)."""
+        since = self.unassigned_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         self.pending.difference_update(revoked)
         if self._aligner is not None:  # held records are not committed: the new owner reads them
-            self._held_from.update(
+            self.held_from.update(
                 self._aligner.revoke((tp.topic, tp.partition) for tp in revoked))
+        self.unassigned_since = time.monotonic()
+        metrics.observe_revoked()
         log.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        self.unassigned_since = None
+        metrics.observe_assigned(len(assigned))
         log.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
         if self._aligner is not None:
             self._aligner.assign((tp.topic, tp.partition) for tp in assigned)
@@ -136,12 +148,12 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
             # the stored offset never passes a held record; without one (nothing committed
             # yet), reading starts again at the first record held when it was revoked
             nxt = stored.get((tp.topic, tp.partition),
-                             self._held_from.get((tp.topic, tp.partition)))
+                             self.held_from.get((tp.topic, tp.partition)))
             if nxt is not None:
                 consumer.seek(tp, nxt)
         consumer.resume(*ready)
         self.pending.clear()
-        self._held_from.clear()
+        self.held_from.clear()
 
 
 @dataclass
@@ -184,18 +196,16 @@ class ConsumerLoop:
         aligner = Aligner(max_wait_s=self.settings.align_max_wait_s,
                           bound=self.settings.align_buffer_records,
                           enabled=self.settings.align, clock=time.monotonic)
-        consumer = self._consumer()
         if self.gc_tuning:
             tune_gc()
-        self._await_topics(consumer, list(k.source_topics))
-        if aligner.enabled and not self._co_partitioned(consumer, list(k.source_topics)):
-            aligner.enabled = False
-        listener = SeekToStoredOffsets(lambda: consumer, self.factory, k.group_id, aligner)
-        consumer.subscribe(topics=list(k.source_topics), listener=listener)
+        consumer, listener = self._join(aligner, check_topics=True)
         backoff = 0.5
         last_sweep = 0.0
         try:
             while not self._stop.is_set():
+                if listener.unassigned_for() > self.settings.rejoin_after_s:
+                    consumer, listener = self._rejoin(consumer, listener, aligner)
+                    continue
                 if listener.pending:
                     try:
                         listener.resolve()
@@ -258,6 +268,42 @@ class ConsumerLoop:
             # held records are simply not committed: the next owner reads them again
             consumer.close()  # leaves the group so partitions move at once
             log.info("consumer stopped")
+
+    def _join(self, aligner: Aligner, check_topics: bool = False,
+              held_from: dict[tuple[str, int], int] | None = None,
+              ) -> tuple[KafkaConsumer, SeekToStoredOffsets]:
+        """A new client subscribed to the source topics (the group assigns it partitions)."""
+        topics = list(self.kafka.source_topics)
+        consumer = self._consumer()
+        if check_topics:
+            self._await_topics(consumer, topics)
+            if aligner.enabled and not self._co_partitioned(consumer, topics):
+                aligner.enabled = False
+        listener = SeekToStoredOffsets(lambda: consumer, self.factory, self.kafka.group_id,
+                                       aligner, held_from)
+        consumer.subscribe(topics=topics, listener=listener)
+        return consumer, listener
+
+    def _rejoin(self, consumer: KafkaConsumer, listener: SeekToStoredOffsets,
+                aligner: Aligner) -> tuple[KafkaConsumer, SeekToStoredOffsets]:
+        """Give up a rebalance that did not end: close the client and join with a new one.
+
+        Seen once on kafka-python 3.0.12: a member, revoked for a rebalance, never got its
+        assignment and polled on idle while the group evicted it and went on without it.
+        Nothing is lost: held records were dropped at the revoke (the next owner, maybe this
+        one, reads them again from the stored offsets) and nothing uncommitted is kept.
+        """
+        log.warning("no partitions assigned for %.0f s (LAER_CONSUMER__REJOIN_AFTER_S=%g): "
+                    "joining the group again with a new client",
+                    listener.unassigned_for(), self.settings.rejoin_after_s)
+        metrics.observe_rejoin()
+        # (a revoke dropped what was held already; this covers partitions never revoked)
+        held_from = {**listener.held_from, **aligner.revoke(aligner.assigned())}
+        try:
+            consumer.close(timeout_ms=5000)
+        except Exception as exc:  # a client that hung is dropped whatever its state
+            log.warning("closing the stuck client failed: %s", exc)
+        return self._join(aligner, held_from=held_from)
 
     def _apply(self, ingestor: Ingestor, consumer: KafkaConsumer, aligner: Aligner,
                items: list[Item]) -> BatchReport | None:

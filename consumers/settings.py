@@ -85,3 +85,7 @@ class ConsumerSettings(BaseModel):
     align_buffer_records: int = Field(
         default=2000, ge=1,
         description="records held per partition before it is paused until half drained")
+    rejoin_after_s: float = Field(
+        default=60.0, gt=0,
+        description="a consumer without an assignment this long after it gave its partitions "
+                    "up (or started) closes its client and joins again with a new one")

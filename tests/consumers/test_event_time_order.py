@@ -104,9 +104,8 @@ def test_two_consumers_and_a_rebalance_half_way(kafka_broker: LocalKafka, db_url
                                                 cohort_backlog: Any) -> None:
     # The first half of every topic is read by two consumers; one then leaves the group (a
     # rebalance) and the other reads the second half, produced only after it left: the
-    # rebalance falls half-way however fast the machine reads. Known, not fixed (2026-12-02
-    # CI): once, consume-b, revoked when consume-a joined, never rejoined the group and read
-    # nothing for 2 min; the group went on without it. This test does not catch that stall.
+    # rebalance falls half-way however fast the machine reads. A member that never rejoins
+    # after a revoke (seen once here) is tests/consumers/test_rebalance_liveness.py's case.
     families, expected = cohort_backlog
     h: Harness = harness_factory(kafka_broker, db_url)
     halves = {name: len(records) // 2 for name, records in families.items()}
