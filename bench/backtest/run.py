@@ -43,8 +43,10 @@ def measure_backtest(events: list[dict[str, Any]], home: Path) -> dict[str, Any]
             "rate": round(stats.events_per_s), "cpu_s": round(stats.cpu_s, 2),
             "events_per_cpu_s": round(stats.done / stats.cpu_s) if stats.cpu_s else None,
             "steps": sum(stats.steps.values()), "signals": stats.signals,
-            "runs": stats.runs_started, "sweeps": stats.sweeps,
+            "runs": stats.runs_started, "sweeps": stats.sweeps, "batches": stats.batches,
             "cpu_s_by_phase": {k: round(v, 2) for k, v in stats.phases.items()},
+            "wall_s_by_phase": {k: round(v, 2) for k, v in stats.phases_wall.items()},
+            "statements_by_phase": dict(stats.statements),
             "load_before": load, "load_after": _load()}
 
 
@@ -131,7 +133,10 @@ def main() -> None:
     console.print(report(results))
     bt = results["backtest"]
     console.print(f"backtest CPU by phase (s): {bt['cpu_s_by_phase']}; "
-                  f"{bt['steps']} steps, {bt['signals']} signals, {bt['sweeps']} sweeps")
+                  f"wall by phase (s): {bt['wall_s_by_phase']}; "
+                  f"SQL statements by phase: {bt['statements_by_phase']}; "
+                  f"{bt['steps']} steps, {bt['signals']} signals, {bt['sweeps']} sweeps, "
+                  f"{bt['batches']} event transactions")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"written to {args.out}; library logs in {log_file}")
