@@ -40,7 +40,6 @@ from laer_domain.policy import Policy
 from laer_domain.resequence import event_key
 from laer_domain.service import LifecycleService
 from persistence.account_cache import AccountCache
-from persistence.batch_repository import BatchRepository
 from persistence.db import make_engine, upgrade
 from persistence.tables import AccountRow, PlaybookStepRow, ProcessedEventRow
 from persistence.uow import UnitOfWork, session_factory
@@ -117,6 +116,7 @@ class Backtest:
         with self.sessions() as session:  # the dedup ledger (empty in a fresh database)
             self.ledger: set[Key] = set(session.execute(
                 select(ProcessedEventRow.source, ProcessedEventRow.event_id)).tuples())
+        self.lagging: dict[str, datetime] = {}  # see ReplayRepository
 
     def run(self, raw_events: Iterable[Input]) -> BacktestStats:
         """Replay `raw_events` (CloudEvents, wire-shaped or decoded, in any order)."""
@@ -138,6 +138,8 @@ class Backtest:
                     using_playbook_settings(event_time_settings(self.options.playbook_settings)):
                 with asyncio.Runner() as self._runner:
                     self._loop(events, sim)
+                with self.stats.phase("sweep"):
+                    self._catch_up(sim.at)
         finally:
             event.remove(Engine, "before_cursor_execute", counted)
             reset_runtime()
@@ -246,10 +248,8 @@ class Backtest:
         """The windows of `events[i:]` ending at `ends`, through the lifecycle service in one
         transaction as the consumer applies a batch, up to and including the first window
         that raises a signal; where the next window starts, and the number of new signals."""
-        shortcuts = self.options.shortcuts
         with UnitOfWork(self.sessions) as uow:
-            repo = ReplayRepository(uow.session, cache=self.cache,
-                                    ledger=self.ledger if shortcuts else None)
+            repo = self._repository(uow.session, sim.at)
             repo.prefetch(events[i:ends[-1]])
             handler = LifecycleService(repo, self.options.policy).batch(reload=repo.reload)
             start = i
@@ -273,8 +273,7 @@ class Backtest:
             repo.now = sim.at
             signals = repo.write()
             uow.commit()
-        self.cache.put(repo.committed_accounts())
-        self.ledger.update(repo.written_keys())
+        self._committed(repo)
         self.stats.signals += signals
         self.stats.done += start - i
         self.stats.batches += 1
@@ -287,7 +286,7 @@ class Backtest:
         (one write for all accounts instead of a flush per account).
         """
         with UnitOfWork(self.sessions) as uow:
-            repo = BatchRepository(uow.session, now=at, cache=self.cache)
+            repo = self._repository(uow.session, at, sweeping=self.options.shortcuts)
             ids = list(uow.session.scalars(select(AccountRow.id).where(
                 AccountRow.stage != Stage.CHURNED.value).order_by(AccountRow.id)))
             repo.prefetch_accounts(ids)
@@ -295,8 +294,38 @@ class Backtest:
             LifecycleService(repo, self.options.policy).sweep(at, accounts)
             signals = repo.write()
             uow.commit()
-        self.cache.put(repo.committed_accounts())
+        self._committed(repo)
         return signals
+
+    def _repository(self, session: Session, now: datetime, *, sweeping: bool = False
+                    ) -> ReplayRepository:
+        """A repository for one transaction, with the shortcuts the options allow."""
+        return ReplayRepository(session, now=now, cache=self.cache,
+                                ledger=self.ledger if self.options.shortcuts else None,
+                                lagging=self.lagging, sweeping=sweeping)
+
+    def _committed(self, repo: ReplayRepository) -> None:
+        """What a committed transaction tells the cache, the ledger and the lagging clocks."""
+        self.cache.put(repo.committed_accounts())
+        self.ledger.update(repo.written_keys())
+        for account_id in repo.written_accounts():
+            self.lagging.pop(account_id, None)
+        self.lagging.update(repo.moved)
+
+    def _catch_up(self, now: datetime) -> None:
+        """Write the rows whose clock a sweep moved without writing them (the end state)."""
+        if not self.lagging:
+            return
+        with UnitOfWork(self.sessions) as uow:
+            repo = self._repository(uow.session, now)
+            ids = sorted(self.lagging)
+            repo.prefetch_accounts(ids)
+            for account_id in ids:
+                if (account := repo.accounts.get(account_id)) is not None:
+                    repo.add_or_update(account)
+            repo.write()
+            uow.commit()
+        self._committed(repo)
 
     def _dispatch(self, dispatcher: Dispatcher) -> None:
         with self.stats.phase("dispatch"):
