@@ -186,8 +186,7 @@ class Backtest:
                 with self.stats.phase("events"):
                     j, signals = self._apply(events, i, windows, sim)
                 if signals:
-                    self._dispatch(dispatcher)
-                    step_at = self._next_due()
+                    step_at = self._dispatch(dispatcher, step_at, sim.at)
                 i = j
             elif sweep == at:
                 sim.advance(at)
@@ -196,8 +195,7 @@ class Backtest:
                 self.stats.sweeps += 1
                 self.stats.signals += raised
                 if raised:
-                    self._dispatch(dispatcher)
-                    step_at = self._next_due()
+                    step_at = self._dispatch(dispatcher, step_at, sim.at)
                 sweep = at + timedelta(days=1)
             else:
                 sim.advance(at)
@@ -327,14 +325,23 @@ class Backtest:
             uow.commit()
         self._committed(repo)
 
-    def _dispatch(self, dispatcher: Dispatcher) -> None:
+    def _dispatch(self, dispatcher: Dispatcher, step_at: datetime | None, now: datetime
+                  ) -> datetime | None:
+        """Drain the outbox at `now`; when the next step is due after that."""
         with self.stats.phase("dispatch"):
-            self._drain(dispatcher)
+            started = self._drain(dispatcher)
+        if not self.options.shortcuts:
+            return self._next_due()
+        # a started run's first step is queued due now; nothing else changed in the queue
+        return step_at if not started else now if step_at is None else min(step_at, now)
 
-    def _drain(self, dispatcher: Dispatcher) -> None:
+    def _drain(self, dispatcher: Dispatcher) -> int:
+        """Dispatch every pending signal; the number of runs started."""
+        started = 0
         while True:
             report = self._runner.run(dispatcher.drain(limit=5000))
             self.stats.runs_started += report.started
             self.stats.runs_coalesced += report.coalesced
+            started += report.started
             if report.signals + report.failed < 5000:
-                return
+                return started
