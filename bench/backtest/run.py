@@ -64,9 +64,10 @@ def measure_backtest(events: list[dict[str, Any]], home: Path, limit_s: float | 
         bt.run(events)
     except _TimeUp:
         stats = bt.stats
-        marks.append({"seconds": round(stats.elapsed_s), "events": stats.done,
-                      "simulated_until": stats.now.isoformat() if stats.now else None,
-                      "steps": sum(stats.steps.values()), "load": _load()})
+        if not marks or marks[-1]["events"] != stats.done:
+                marks.append({"seconds": round(stats.elapsed_s), "events": stats.done,
+                          "simulated_until": stats.now.isoformat() if stats.now else None,
+                          "steps": sum(stats.steps.values()), "load": _load()})
     finally:
         bt.close()
     stats = bt.stats
