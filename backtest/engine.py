@@ -26,6 +26,7 @@ from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
+from backtest.replay_repository import Key, ReplayRepository
 from backtest.stats import BacktestStats, Input, parse_input
 from dispatch.dispatcher import Dispatcher
 from flows.kit import clock
@@ -36,11 +37,11 @@ from flows.kit.settings import event_time_settings, using_playbook_settings
 from laer_domain.events import CloudEvent
 from laer_domain.model import Stage
 from laer_domain.policy import Policy
+from laer_domain.resequence import event_key
 from laer_domain.service import LifecycleService
 from persistence.account_cache import AccountCache
-from persistence.batch_repository import BatchRepository
 from persistence.db import make_engine, upgrade
-from persistence.tables import AccountRow, PlaybookStepRow
+from persistence.tables import AccountRow, PlaybookStepRow, ProcessedEventRow
 from persistence.uow import UnitOfWork, session_factory
 
 SWEEP_AT = clock_time(6, 0)  # the daily-sweep ops flow's cron, 0 6 * * *
@@ -61,6 +62,11 @@ class BacktestOptions:
     until: datetime | None = None  # keep running steps and sweeps up to here after the input
     after_days: float = 0.0  # or this many days after the last input event
     step_batch: int = 200
+    # Shortcuts that leave every result as it was: quiet windows (no signal) share one
+    # transaction, the dedup ledger is kept in memory. False: one transaction per window,
+    # the reference path the tests compare with.
+    shortcuts: bool = True
+    chunk_max: int = 5000  # events prefetched for one transaction of windows
 
 
 def chosen_playbooks(names: Sequence[str] | None) -> dict[str, Discovered]:
@@ -107,6 +113,10 @@ class Backtest:
         self.playbooks = chosen_playbooks(self.options.playbooks)
         # committed account states, reused while their row is unchanged (as the consumer)
         self.cache = AccountCache(1_000_000)
+        with self.sessions() as session:  # the dedup ledger (empty in a fresh database)
+            self.ledger: set[Key] = set(session.execute(
+                select(ProcessedEventRow.source, ProcessedEventRow.event_id)).tuples())
+        self.lagging: dict[str, datetime] = {}  # see ReplayRepository
 
     def run(self, raw_events: Iterable[Input]) -> BacktestStats:
         """Replay `raw_events` (CloudEvents, wire-shaped or decoded, in any order)."""
@@ -118,12 +128,20 @@ class Backtest:
         os.environ["LAER_DATABASE_URL"] = self.database_url  # the steps' runtime reads it
         reset_runtime()
         begin = events[0].time if events else (self.options.until or datetime.now(UTC))
+        def counted(*_args: Any) -> None:
+            self.stats.count_statement()
+
+        # on the class: the steps' runtime opens its own engine on the same database
+        event.listen(Engine, "before_cursor_execute", counted)
         try:
             with clock.simulating(begin) as sim, \
                     using_playbook_settings(event_time_settings(self.options.playbook_settings)):
                 with asyncio.Runner() as self._runner:
                     self._loop(events, sim)
+                with self.stats.phase("sweep"):
+                    self._catch_up(sim.at)
         finally:
+            event.remove(Engine, "before_cursor_execute", counted)
             reset_runtime()
             if saved is None:
                 os.environ.pop("LAER_DATABASE_URL", None)
@@ -164,17 +182,11 @@ class Backtest:
                 break
             at = min(times)
             if event_at == at:  # ties: events first, then the sweep, then the steps
-                limit = min(t for t in (sweep, step_at, event_at + opts.batch_window)
-                            if t is not None)
-                j = i
-                while (j < n and j - i < opts.batch_max
-                       and (events[j].time < limit or events[j].time == event_at)):
-                    j += 1
+                windows = self._windows(events, i, sweep, step_at)
                 with self.stats.phase("events"):
-                    signals = self._apply(events[i:j], sim)
+                    j, signals = self._apply(events, i, windows, sim)
                 if signals:
-                    self._dispatch(dispatcher)
-                    step_at = self._next_due()
+                    step_at = self._dispatch(dispatcher, step_at, sim.at)
                 i = j
             elif sweep == at:
                 sim.advance(at)
@@ -183,8 +195,7 @@ class Backtest:
                 self.stats.sweeps += 1
                 self.stats.signals += raised
                 if raised:
-                    self._dispatch(dispatcher)
-                    step_at = self._next_due()
+                    step_at = self._dispatch(dispatcher, step_at, sim.at)
                 sweep = at + timedelta(days=1)
             else:
                 sim.advance(at)
@@ -203,29 +214,68 @@ class Backtest:
             return session.scalar(select(func.min(PlaybookStepRow.due_at)).where(
                 PlaybookStepRow.status == "due"))
 
-    def _apply(self, batch: list[CloudEvent], sim: clock.SimClock) -> int:
-        """One transaction of events through the lifecycle service, as the consumer does;
-        the number of new signals."""
-        sim.advance(batch[-1].time)
+    def _windows(self, events: list[CloudEvent], i: int, sweep: datetime | None,
+                 step_at: datetime | None) -> list[int]:
+        """Where the windows from `events[i]` on end, as the queue would cut them one after
+        another while none raises a signal (the sweep and the due steps stay put meanwhile).
+
+        A window holds the events within `batch_window` of its first (and every event at
+        that first instant), up to `batch_max`, and ends before the sweep or a due step; the
+        next one starts only if its first event comes before both.
+        """
+        opts = self.options
+        n, ends = len(events), []
+        bound = min((t for t in (sweep, step_at) if t is not None), default=None)
+        start = i
+        while True:
+            event_at = events[start].time
+            limit = event_at + opts.batch_window if bound is None else min(
+                bound, event_at + opts.batch_window)
+            j = start
+            while (j < n and j - start < opts.batch_max
+                   and (events[j].time < limit or events[j].time == event_at)):
+                j += 1
+            ends.append(j)
+            start = j
+            if (not opts.shortcuts or j >= n or j - i >= opts.chunk_max
+                    or (bound is not None and events[j].time > bound)):
+                return ends
+
+    def _apply(self, events: list[CloudEvent], i: int, ends: list[int],
+               sim: clock.SimClock) -> tuple[int, int]:
+        """The windows of `events[i:]` ending at `ends`, through the lifecycle service in one
+        transaction as the consumer applies a batch, up to and including the first window
+        that raises a signal; where the next window starts, and the number of new signals."""
         with UnitOfWork(self.sessions) as uow:
-            repo = BatchRepository(uow.session, now=sim.at, cache=self.cache)
-            repo.prefetch(batch)
+            repo = self._repository(uow.session, sim.at)
+            repo.prefetch(events[i:ends[-1]])
             handler = LifecycleService(repo, self.options.policy).batch(reload=repo.reload)
-            for event in batch:
-                status: str
-                try:
-                    status = handler.handle(event).status
-                except Exception as exc:  # noqa: BLE001 - the consumer dead-letters it
-                    status = "failed"
-                    self.stats.failures.append(f"{event.source}/{event.id}: "
-                                               f"{type(exc).__name__}: {exc}"[:300])
-                self.stats.statuses[status] += 1
+            start = i
+            for end in ends:
+                repo.through = event_key(events[end - 1])
+                raised = False
+                for event in events[start:end]:
+                    status: str
+                    try:
+                        result = handler.handle(event)
+                        status, raised = result.status, raised or bool(result.signals)
+                    except Exception as exc:  # noqa: BLE001 - the consumer dead-letters it
+                        status = "failed"
+                        self.stats.failures.append(f"{event.source}/{event.id}: "
+                                                   f"{type(exc).__name__}: {exc}"[:300])
+                    self.stats.statuses[status] += 1
+                start = end
+                if raised:  # dispatched at this window's end, before any later event
+                    break
+            sim.advance(events[start - 1].time)
+            repo.now = sim.at
             signals = repo.write()
             uow.commit()
-        self.cache.put(repo.committed_accounts())
+        self._committed(repo)
         self.stats.signals += signals
-        self.stats.done += len(batch)
-        return signals
+        self.stats.done += start - i
+        self.stats.batches += 1
+        return start, signals
 
     def _sweep(self, at: datetime) -> int:
         """The daily sweep of every live account at `at`, in one transaction; new signals.
@@ -234,7 +284,7 @@ class Backtest:
         (one write for all accounts instead of a flush per account).
         """
         with UnitOfWork(self.sessions) as uow:
-            repo = BatchRepository(uow.session, now=at, cache=self.cache)
+            repo = self._repository(uow.session, at, sweeping=self.options.shortcuts)
             ids = list(uow.session.scalars(select(AccountRow.id).where(
                 AccountRow.stage != Stage.CHURNED.value).order_by(AccountRow.id)))
             repo.prefetch_accounts(ids)
@@ -242,17 +292,56 @@ class Backtest:
             LifecycleService(repo, self.options.policy).sweep(at, accounts)
             signals = repo.write()
             uow.commit()
-        self.cache.put(repo.committed_accounts())
+        self._committed(repo)
         return signals
 
-    def _dispatch(self, dispatcher: Dispatcher) -> None:
-        with self.stats.phase("dispatch"):
-            self._drain(dispatcher)
+    def _repository(self, session: Session, now: datetime, *, sweeping: bool = False
+                    ) -> ReplayRepository:
+        """A repository for one transaction, with the shortcuts the options allow."""
+        return ReplayRepository(session, now=now, cache=self.cache,
+                                ledger=self.ledger if self.options.shortcuts else None,
+                                lagging=self.lagging, sweeping=sweeping)
 
-    def _drain(self, dispatcher: Dispatcher) -> None:
+    def _committed(self, repo: ReplayRepository) -> None:
+        """What a committed transaction tells the cache, the ledger and the lagging clocks."""
+        self.cache.put(repo.committed_accounts())
+        self.ledger.update(repo.written_keys())
+        for account_id in repo.written_accounts():
+            self.lagging.pop(account_id, None)
+        self.lagging.update(repo.moved)
+
+    def _catch_up(self, now: datetime) -> None:
+        """Write the rows whose clock a sweep moved without writing them (the end state)."""
+        if not self.lagging:
+            return
+        with UnitOfWork(self.sessions) as uow:
+            repo = self._repository(uow.session, now)
+            ids = sorted(self.lagging)
+            repo.prefetch_accounts(ids)
+            for account_id in ids:
+                if (account := repo.accounts.get(account_id)) is not None:
+                    repo.add_or_update(account)
+            repo.write()
+            uow.commit()
+        self._committed(repo)
+
+    def _dispatch(self, dispatcher: Dispatcher, step_at: datetime | None, now: datetime
+                  ) -> datetime | None:
+        """Drain the outbox at `now`; when the next step is due after that."""
+        with self.stats.phase("dispatch"):
+            started = self._drain(dispatcher)
+        if not self.options.shortcuts:
+            return self._next_due()
+        # a started run's first step is queued due now; nothing else changed in the queue
+        return step_at if not started else now if step_at is None else min(step_at, now)
+
+    def _drain(self, dispatcher: Dispatcher) -> int:
+        """Dispatch every pending signal; the number of runs started."""
+        started = 0
         while True:
             report = self._runner.run(dispatcher.drain(limit=5000))
             self.stats.runs_started += report.started
             self.stats.runs_coalesced += report.coalesced
+            started += report.started
             if report.signals + report.failed < 5000:
-                return
+                return started

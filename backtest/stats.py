@@ -29,6 +29,7 @@ class BacktestStats:
     runs_coalesced: int = 0
     steps: Counter[str] = field(default_factory=Counter)  # by end state
     sweeps: int = 0
+    batches: int = 0  # transactions of input events
     first: datetime | None = None
     last: datetime | None = None
     now: datetime | None = None  # the simulated instant
@@ -38,15 +39,26 @@ class BacktestStats:
     started: float = field(default_factory=time.perf_counter)
     phases: defaultdict[str, float] = field(  # CPU seconds by phase
         default_factory=lambda: defaultdict(float))
+    phases_wall: defaultdict[str, float] = field(  # wall seconds by phase
+        default_factory=lambda: defaultdict(float))
+    statements: Counter[str] = field(default_factory=Counter)  # SQL statements by phase
+    _in: list[str] = field(default_factory=list)  # the phases open now, innermost last
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        """Count the CPU time of the block under `name`."""
-        began = time.process_time()
+        """Count the CPU and wall time of the block under `name`."""
+        began, wall = time.process_time(), time.perf_counter()
+        self._in.append(name)
         try:
             yield
         finally:
+            self._in.pop()
             self.phases[name] += time.process_time() - began
+            self.phases_wall[name] += time.perf_counter() - wall
+
+    def count_statement(self) -> None:
+        """One SQL statement sent, by whichever phase is open."""
+        self.statements[self._in[-1] if self._in else "other"] += 1
 
     def elapsed_or_now(self) -> float:
         """Seconds the run took, or has taken so far."""
@@ -64,13 +76,15 @@ class BacktestStats:
             "invalid": dict(self.invalid), "failures": self.failures[:50],
             "signals": self.signals, "runs_started": self.runs_started,
             "runs_coalesced": self.runs_coalesced, "steps": dict(self.steps),
-            "sweeps": self.sweeps, "pending_steps": self.pending_steps,
+            "sweeps": self.sweeps, "batches": self.batches, "pending_steps": self.pending_steps,
             "first_event": self.first.isoformat() if self.first else None,
             "last_event": self.last.isoformat() if self.last else None,
             "simulated_until": self.now.isoformat() if self.now else None,
             "elapsed_s": round(self.elapsed_s, 3), "cpu_s": round(self.cpu_s, 3),
             "events_per_s": round(self.events_per_s, 1),
             "cpu_s_by_phase": {k: round(v, 3) for k, v in sorted(self.phases.items())},
+            "wall_s_by_phase": {k: round(v, 3) for k, v in sorted(self.phases_wall.items())},
+            "statements_by_phase": dict(sorted(self.statements.items())),
         }
 
 

@@ -107,7 +107,7 @@ class BatchRepository:
         for event in events:
             self._batch_events.setdefault(event.account_id, []).append(event)
         ids = sorted({e.account_id for e in events})
-        self._processed.update(batch_reads.processed_keys(self.session, {e.key for e in events}))
+        self._processed.update(self.stored_keys({e.key for e in events}))
         missing = self.prefetch_accounts(ids)
         # Stored parked events are taken only when their account lands, and an account that
         # does not exist lands only through a subscription_started of this batch: the parked
@@ -116,6 +116,10 @@ class BatchRepository:
         for row_id, account_id, event in batch_reads.parked_events(
                 self.session, [i for i in missing if i in landing]):
             self._parked_db.setdefault(account_id, []).append((row_id, event))
+
+    def stored_keys(self, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (source, id) keys the dedup ledger holds (a backtest's is in memory)."""
+        return batch_reads.processed_keys(self.session, keys)
 
     def prefetch_accounts(self, ids: list[str]) -> list[str]:
         """Load (and lock) the accounts `ids` (sorted); the ids that have no row."""
