@@ -9,9 +9,10 @@ messages and tasks by `created_at` (when the gate decided or the task was opened
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -288,6 +289,17 @@ def contact_load(session: Session, weeks: Sequence[date], policy: OutreachPolicy
         weeks=list(weeks), peak=[max(by_week.get(w, [0])) for w in weeks],
         mean=[sum(by_week[w]) / len(by_week[w]) if by_week.get(w) else None for w in weeks],
         distribution=dict(sorted(Counter(per.values()).items())), over_cap=over)
+
+
+def recorded_gate(summary: Mapping[str, Any]) -> OutreachPolicy:
+    """The frequency cap and window a run used, as its summary (summary.json) records them."""
+    gate = summary.get("gate")
+    if not isinstance(gate, Mapping):  # a summary written before the gate was recorded
+        gate = (summary.get("overrides") or {}).get("playbook") or {}
+    default = OutreachPolicy()
+    days = gate.get("frequency_window_days", default.frequency_window / timedelta(days=1))
+    return OutreachPolicy(frequency_cap=int(gate.get("frequency_cap", default.frequency_cap)),
+                          frequency_window=timedelta(days=float(days)))
 
 
 def _read(engine: Engine, label: str, policy: OutreachPolicy) -> ReportData:
