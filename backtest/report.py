@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
@@ -25,8 +26,8 @@ from backtest.report_data import (
     WeekSeries,
     differing_accounts,
     load_report,
+    recorded_gate,
 )
-from laer_domain.outreach import OutreachPolicy
 
 if TYPE_CHECKING:
     import numpy as np
@@ -370,18 +371,22 @@ def build_html(runs: Sequence[ReportData], sources: Sequence[str], title: str,
 
 
 def render_report(database_url: str, out_dir: Path, *, compare_url: str | None = None,
-                  title: str = DEFAULT_TITLE, policy: OutreachPolicy | None = None,
-                  compare_policy: OutreachPolicy | None = None) -> Path:
+                  title: str = DEFAULT_TITLE, summary: Mapping[str, Any] | None = None) -> Path:
     """Write `out_dir/report.html` for a backtest database (and a variant's) and return it.
 
-    `policy` (and `compare_policy`): the outreach gate each run used, for the cap drawn.
+    The cap drawn is the one each run used, from `summary` (the run's summary.json, read from
+    `out_dir` when not given; its `compare` part is the variant's).
     """
+    if summary is None:
+        path = out_dir / "summary.json"
+        summary = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     runs = [load_report(database_url, label="baseline" if compare_url else "this run",
-                        policy=policy)]
+                        policy=recorded_gate(summary))]
     sources = [source_label(database_url)]
     diffs = None
     if compare_url is not None:
-        runs.append(load_report(compare_url, label="variant", policy=compare_policy or policy))
+        runs.append(load_report(compare_url, label="variant",
+                                policy=recorded_gate(summary.get("compare") or {})))
         sources.append(source_label(compare_url))
         diffs = differing_accounts(database_url, compare_url)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,11 +9,12 @@ messages and tasks by `created_at` (when the gate decided or the task was opened
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import ColumnElement, Engine, func, select
 from sqlalchemy.orm import Session
 
 from laer_domain.model import Stage
@@ -209,6 +210,17 @@ def _per_week(rows: Iterable[tuple[str, datetime]], weeks: Sequence[date],
     return WeekSeries(list(weeks), {n: counts[n] for n in named})
 
 
+def _actions(session: Session, *columns: Any, tasks: bool = False,
+             statuses: Sequence[str] = (), where: Sequence[ColumnElement[bool]] = ()
+             ) -> Iterable[tuple[Any, ...]]:
+    """`columns` of every message (with `tasks`: every task), of `statuses` if any given."""
+    stmt = select(*columns).where(ActionRow.kind == TASK if tasks else ActionRow.kind != TASK,
+                                  *where)
+    if statuses:
+        stmt = stmt.where(ActionRow.status.in_(statuses))
+    return session.execute(stmt).tuples()
+
+
 def signals_per_week(session: Session, weeks: Sequence[date]) -> WeekSeries:
     """Signals raised per kind per week; retracted signals were never acted on, so not shown."""
     rows = session.execute(select(SignalRow.kind, SignalRow.at)
@@ -218,9 +230,8 @@ def signals_per_week(session: Session, weeks: Sequence[date]) -> WeekSeries:
 
 def decisions_per_week(session: Session, weeks: Sequence[date]) -> WeekSeries:
     """Messages per gate decision (sent, suppressed, deferred, other statuses) per week."""
-    rows = session.execute(select(ActionRow.status, ActionRow.created_at)
-                           .where(ActionRow.kind != TASK)).tuples()
-    return _per_week(rows, weeks, DECISIONS)
+    return _per_week(_actions(session, ActionRow.status, ActionRow.created_at), weeks,
+                     DECISIONS)
 
 
 def playbook_figures(session: Session) -> list[PlaybookFigures]:
@@ -252,9 +263,8 @@ def playbook_figures(session: Session) -> list[PlaybookFigures]:
 
 def reasons(session: Session) -> list[ReasonCount]:
     """Suppressed and deferred messages per playbook, decision and reason (rule)."""
-    rows = session.execute(select(ActionRow.playbook, ActionRow.status, ActionRow.reason)
-                           .where(ActionRow.kind != TASK,
-                                  ActionRow.status.in_(("suppressed", "deferred")))).tuples()
+    rows = _actions(session, ActionRow.playbook, ActionRow.status, ActionRow.reason,
+                    statuses=("suppressed", "deferred"))
     counts = Counter((pb, status, reason_code(reason)) for pb, status, reason in rows)
     return [ReasonCount(pb, status, reason, n) for (pb, status, reason), n in
             sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[1], kv[0][2]))]
@@ -262,8 +272,7 @@ def reasons(session: Session) -> list[ReasonCount]:
 
 def tasks(session: Session) -> list[TaskCount]:
     """Tasks per playbook, role and owner (the task's `owner`, else its role)."""
-    rows = session.execute(select(ActionRow.playbook, ActionRow.role, ActionRow.payload)
-                           .where(ActionRow.kind == TASK)).tuples()
+    rows = _actions(session, ActionRow.playbook, ActionRow.role, ActionRow.payload, tasks=True)
     counts: Counter[tuple[str, str, str]] = Counter()
     for pb, role, payload in rows:
         owner = (payload or {}).get("owner") or role or "-"
@@ -274,9 +283,8 @@ def tasks(session: Session) -> list[TaskCount]:
 def contact_load(session: Session, weeks: Sequence[date], policy: OutreachPolicy
                  ) -> ContactLoad:
     """Sent messages per contact per week, with the gate's cap to hold them against."""
-    rows = session.execute(select(ActionRow.recipient, ActionRow.created_at).where(
-        ActionRow.kind != TASK, ActionRow.status == "sent",
-        ActionRow.recipient.is_not(None))).tuples()
+    rows = _actions(session, ActionRow.recipient, ActionRow.created_at, statuses=("sent",),
+                    where=(ActionRow.recipient.is_not(None),))
     per: Counter[tuple[str, date]] = Counter((r or "", week_of(at)) for r, at in rows)
     by_week: dict[date, list[int]] = defaultdict(list)
     for (_, week), n in per.items():
@@ -288,6 +296,17 @@ def contact_load(session: Session, weeks: Sequence[date], policy: OutreachPolicy
         weeks=list(weeks), peak=[max(by_week.get(w, [0])) for w in weeks],
         mean=[sum(by_week[w]) / len(by_week[w]) if by_week.get(w) else None for w in weeks],
         distribution=dict(sorted(Counter(per.values()).items())), over_cap=over)
+
+
+def recorded_gate(summary: Mapping[str, Any]) -> OutreachPolicy:
+    """The frequency cap and window a run used, as its summary (summary.json) records them."""
+    gate = summary.get("gate")
+    if not isinstance(gate, Mapping):  # a summary written before the gate was recorded
+        gate = (summary.get("overrides") or {}).get("playbook") or {}
+    default = OutreachPolicy()
+    days = gate.get("frequency_window_days", default.frequency_window / timedelta(days=1))
+    return OutreachPolicy(frequency_cap=int(gate.get("frequency_cap", default.frequency_cap)),
+                          frequency_window=timedelta(days=float(days)))
 
 
 def _read(engine: Engine, label: str, policy: OutreachPolicy) -> ReportData:

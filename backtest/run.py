@@ -14,6 +14,7 @@ from backtest.engine import Backtest, BacktestOptions
 from backtest.output import actions, diff, tallies, write_actions
 from backtest.overrides import Overrides
 from backtest.stats import BacktestStats, Input
+from flows.kit.settings import event_time_settings
 from laer_domain.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,14 @@ def replay(run: FolderRun, name: str, overrides: Overrides,
         bt.close()
 
 
-def _render_report(out: Path, compare_db: Path | None) -> str | None:
+def gate_used(overrides: Overrides) -> dict[str, Any]:
+    """The outreach gate's cap and window a replay with `overrides` runs with (summary.json)."""
+    settings = event_time_settings(overrides.playbook)  # what the engine's steps are given
+    return {"frequency_cap": settings.frequency_cap,
+            "frequency_window_days": settings.frequency_window_days}
+
+
+def _render_report(out: Path, compare_db: Path | None, summary: dict[str, Any]) -> str | None:
     """report.html by backtest.report, where that module exists."""
     try:
         from backtest.report import render_report  # type: ignore[import-not-found,unused-ignore]
@@ -65,7 +73,7 @@ def _render_report(out: Path, compare_db: Path | None) -> str | None:
         return None
     url = f"sqlite:///{out / 'backtest.db'}"
     compare_url = f"sqlite:///{compare_db}" if compare_db else None
-    return str(render_report(url, out, compare_url=compare_url))
+    return str(render_report(url, out, compare_url=compare_url, summary=summary))
 
 
 def run_folder(run: FolderRun, progress: Callable[[BacktestStats], None] | None = None
@@ -76,6 +84,7 @@ def run_folder(run: FolderRun, progress: Callable[[BacktestStats], None] | None 
     write_actions(run.out / "actions.jsonl", records)
     summary: dict[str, Any] = {"source": run.source, "playbooks": list(run.playbooks or []),
                                "overrides": run.overrides.as_dict(), "run": stats.as_dict(),
+                               "gate": gate_used(run.overrides),
                                **counts, "database": str(run.out / "backtest.db")}
     compare_db: Path | None = None
     if run.compare is not None:
@@ -84,10 +93,11 @@ def run_folder(run: FolderRun, progress: Callable[[BacktestStats], None] | None 
         write_actions(run.out / "actions.compare.jsonl", c_records)
         compare_db = run.out / "compare.db"
         summary["compare"] = {"overrides": other.as_dict(), "run": c_stats.as_dict(),
+                              "gate": gate_used(other),
                               **c_counts, "database": str(compare_db),
                               "diff": diff(records, c_records)}
     try:
-        summary["report"] = _render_report(run.out, compare_db)
+        summary["report"] = _render_report(run.out, compare_db, summary)
     except Exception as exc:  # noqa: BLE001 - the replay's files stand without the report
         log.exception("report.html failed")
         summary["report"] = None

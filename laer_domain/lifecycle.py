@@ -23,6 +23,7 @@ from laer_domain.policy import Policy
 from laer_domain.signals import (
     Evidence,
     HealthChange,
+    RaisedBy,
     Signal,
     SignalKind,
     StageChange,
@@ -48,6 +49,7 @@ class Ctx:
     signals: list[Signal] = field(default_factory=list)
     stage_changes: list[StageChange] = field(default_factory=list)
     health_changes: list[HealthChange] = field(default_factory=list)
+    cause: RaisedBy | None = None  # what moves the clock now: the event applied, or a sweep
 
     def mark(self, marker: str) -> bool:
         """Set a once-only marker; False if it was already set (or the cap is hit)."""
@@ -83,7 +85,8 @@ class Ctx:
                 account_id=acc.id,
                 at=at,
                 stage=acc.stage,
-                evidence=Evidence(rule=rule, event_ids=event_ids, details=jsonable(details or {})),
+                evidence=Evidence(rule=rule, event_ids=event_ids, details=jsonable(details or {}),
+                                  raised_by=None if event_ids else self.cause),
             )
         )
 

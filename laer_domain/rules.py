@@ -11,7 +11,7 @@ from laer_domain.lifecycle import Ctx, move, refresh_health
 from laer_domain.model import Account, Role, Stage, Term, copy_account, owner_for
 from laer_domain.payloads import SubscriptionStarted
 from laer_domain.policy import Policy
-from laer_domain.signals import HealthChange, Signal, SignalKind, StageChange
+from laer_domain.signals import HealthChange, RaisedBy, Signal, SignalKind, StageChange
 from laer_domain.timed import advance
 
 
@@ -107,12 +107,13 @@ def apply_event_in_place(working: Account | None, event: CloudEvent, policy: Pol
     rebuilds it).
     """
     started = event.type == EventType.SUBSCRIPTION_STARTED
+    cause = RaisedBy.event(event.id, event.time)  # a time rule due by now: this event's time
     if working is None:
         if not started:
             raise AccountNotLanded(event.subject)
         ctx = _land(None, event, policy)
     else:
-        ctx = Ctx(working, policy)
+        ctx = Ctx(working, policy, cause=cause)
         advance(ctx, event.time)
         if not ctx.account.is_live:
             if not started:  # churned: recorded by the caller, no state, no signals
@@ -121,6 +122,7 @@ def apply_event_in_place(working: Account | None, event: CloudEvent, policy: Pol
         else:
             ctx.account.last_event_at = max(ctx.account.last_event_at or event.time, event.time)
             HANDLERS[event.type](ctx, event)
+    ctx.cause = cause  # a fresh landing's context too
     refresh_health(ctx, max(event.time, ctx.account.clock), event.id)
     advance(ctx, event.time)
     return _finish(ctx, event.time)
@@ -128,7 +130,7 @@ def apply_event_in_place(working: Account | None, event: CloudEvent, policy: Pol
 
 def sweep(account: Account, at: datetime, policy: Policy) -> Outcome:
     """Apply every time-based rule due at or before `at` (the daily sweep)."""
-    ctx = Ctx(copy_account(account), policy)
+    ctx = Ctx(copy_account(account), policy, cause=RaisedBy.sweep(at))
     advance(ctx, at)
     refresh_health(ctx, max(at, ctx.account.clock))
     advance(ctx, at)

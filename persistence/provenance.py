@@ -1,8 +1,13 @@
 """`laer why`: the stored chain behind an action, a signal or a playbook run, read by id.
 
 Every link is a stored id, never a log line: a signal's `evidence.event_ids` name the
-events of the account's timeline (`applied_events`) that raised it; a playbook run and its
-steps are keyed by (playbook, signal id); an action's payload names its signal and step,
+events of the account's timeline (`applied_events`) that raised it, and a time rule's signal
+(no such events) names in `evidence.raised_by` what moved the clock past its instant: the
+event applied (its id) or the sweep (its instant); a playbook run and its steps are keyed by
+(playbook, signal id), and a Coalesced run joined the run of its account and playbook open
+when it was dispatched: the latest one before it (by id) that is not itself coalesced (the
+dispatcher keeps one open run per account and playbook); an action's payload names its
+signal and step,
 and its `trail` names the step execution (step row key, attempt, Prefect task run id) and
 the gate's decision each time its status was set, including the ids of the earlier
 actions that used up a frequency cap; `deliveries` holds each attempt at sending it.
@@ -26,6 +31,7 @@ from persistence.tables import (
 )
 
 MESSAGE_KINDS = ("email", "webhook")
+COALESCED = "Coalesced"  # the state of a run row for a signal that joined an open run
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -49,8 +55,19 @@ def _events(session: Session, account_id: str, event_ids: list[str]) -> list[dic
     return out
 
 
+def _clock(session: Session, account_id: str, raised: Any) -> dict[str, Any] | None:
+    # What moved the account's clock past a time rule's instant; None for a signal stored
+    # before evidence said (or one an event raised).
+    if not isinstance(raised, dict) or raised.get("by") not in ("event", "sweep"):
+        return None
+    event_id = raised.get("event_id")
+    event = _events(session, account_id, [str(event_id)])[0] if event_id else None
+    return {"by": raised["by"], "at": raised.get("at"), "event": event}
+
+
 def signal_link(session: Session, signal_id: str) -> dict[str, Any] | None:
-    """The signal with its rule, observed values and the events that raised it."""
+    """The signal with its rule, observed values and the events (or the clock) that raised
+    it."""
     row = session.get(SignalRow, signal_id)
     if row is None:
         return None
@@ -61,6 +78,7 @@ def signal_link(session: Session, signal_id: str) -> dict[str, Any] | None:
             "details": evidence.get("details") or {},
             # a time rule (renewal window, stalled adoption) is raised by the clock, not events
             "raised_by": "events" if event_ids else "time",
+            "clock": _clock(session, row.account_id, evidence.get("raised_by")),
             "retracted_at": _iso(row.retracted_at),
             "events": _events(session, row.account_id, event_ids)}
 
@@ -176,15 +194,41 @@ def action_chain(session: Session, action_id: int) -> dict[str, Any] | None:
             "steps": _steps_of(session, action, steps)}
 
 
+def _pair_runs(session: Session, run: PlaybookRunRow) -> list[PlaybookRunRow]:
+    return list(session.scalars(select(PlaybookRunRow).where(
+        PlaybookRunRow.account_id == run.account_id, PlaybookRunRow.playbook == run.playbook)
+        .order_by(PlaybookRunRow.id)))
+
+
+def _coalescing(session: Session, run: PlaybookRunRow
+                ) -> tuple[PlaybookRunRow | None, list[PlaybookRunRow]]:
+    """The run a Coalesced run joined, and the Coalesced runs that joined this one."""
+    before: PlaybookRunRow | None = None
+    joined: list[PlaybookRunRow] = []
+    owner: PlaybookRunRow | None = None  # the open run a Coalesced row joins, in id order
+    for other in _pair_runs(session, run):
+        if other.id == run.id:
+            before = owner
+        if other.state != COALESCED:
+            owner = other
+        elif owner is not None and owner.id == run.id:
+            joined.append(other)
+    return (before if run.state == COALESCED else None), joined
+
+
 def _run_detail(session: Session, run: PlaybookRunRow) -> dict[str, Any]:
     rows = session.scalars(select(ActionRow).where(
         ActionRow.account_id == run.account_id, ActionRow.playbook == run.playbook)
         .order_by(ActionRow.id))
     actions = [action_link(session, a) for a in rows
                if (a.payload or {}).get("signal_id") == run.signal_id]
+    into, joined = _coalescing(session, run)
     return {**_run(run), "steps": [_step(s) for s in _steps(session, run.playbook,
                                                              run.signal_id)],
-            "actions": actions}
+            "actions": actions,
+            "coalesced_into": None if into is None else {**_run(into),
+                                                         "why": f"laer why --run {into.id}"},
+            "coalesced": [{**_run(r), "why": f"laer why --run {r.id}"} for r in joined]}
 
 
 def signal_chain(session: Session, signal_id: str) -> dict[str, Any] | None:

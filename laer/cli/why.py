@@ -56,10 +56,35 @@ def _signal_tree(tree: Tree, signal: dict[str, Any] | None) -> None:
     if signal["details"]:
         node.add("observed: " + json.dumps(signal["details"], sort_keys=True, default=str))
     if signal["raised_by"] == "time":
-        node.add("raised by a time rule (no triggering event)")
+        node.add(_clock_line(signal))
     for e in signal["events"]:
         node.add(f"event {e['id']} {e['type']} at {e['time']} from {e['source']}"
                  if e["stored"] else f"event {e['id']} [yellow](not in the timeline)[/yellow]")
+
+
+def _clock_line(signal: dict[str, Any]) -> str:
+    """What raised a time rule's signal: the sweep at an instant, or an event's time."""
+    clock = signal.get("clock")
+    due = f"raised by a time rule due at {signal['at']}"
+    if not clock:
+        return f"{due} (what moved the clock past it was not recorded)"
+    if clock["by"] == "sweep":
+        return f"{due}: the sweep at {clock['at']} moved the clock past it"
+    e = clock.get("event") or {}
+    what = (f"event {e['id']} {e['type']} at {e['time']} from {e['source']}" if e.get("stored")
+            else f"event {e.get('id')} [yellow](not in the timeline)[/yellow]")
+    return f"{due}: {what} moved the clock past it"
+
+
+def _coalesced_lines(node: Tree, run: dict[str, Any]) -> None:
+    """The run a coalesced signal joined, or the coalesced signals a run took in."""
+    into = run.get("coalesced_into")
+    if into:
+        node.add(f"coalesced into run #{into['id']} {into['playbook']} {into['state']} "
+                 f"(signal {into['signal_id']}) · {into['why']}")
+    for joined in run.get("coalesced") or []:
+        node.add(f"took in signal {joined['signal_id']} (run #{joined['id']} Coalesced) · "
+                 f"laer why --signal {joined['signal_id']}")
 
 
 def _run_line(run: dict[str, Any]) -> str:
@@ -126,6 +151,7 @@ def render(chain: dict[str, Any]) -> Tree:
     _signal_tree(tree, chain["signal"])
     for run in runs:
         node = tree.add(_run_line(run))
+        _coalesced_lines(node, run)
         for step in run["steps"]:
             node.add(_step_line(step))
         for action in run["actions"]:

@@ -29,6 +29,8 @@ from tests.backtest.report_fixtures import backtest_db
 SPEC = CohortSpec(accounts=12, seed=7, bad_share=0.01)
 BASE = OutreachPolicy()  # the cap of 2 per 7 days
 TIGHT = OutreachPolicy(frequency_cap=1)  # the variant: one message a week
+SUMMARY = {"gate": {"frequency_cap": 2, "frequency_window_days": 7.0},  # as summary.json
+           "compare": {"gate": {"frequency_cap": 1, "frequency_window_days": 7.0}}}
 SECTIONS = ("Overview", "Stage funnel", "Signals", "Playbooks", "Gate decisions",
             "Suppressed and deferred, by reason", "Tasks", "Messages per contact per week")
 CHARTS = 4  # funnel, signals, gate decisions, messages per contact
@@ -56,15 +58,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
 def compared(runs: Runs, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The comparison page of the two runs."""
     out = tmp_path_factory.mktemp("compared")
-    path = render_report(runs.baseline, out, compare_url=runs.variant, policy=BASE,
-                         compare_policy=TIGHT, title="Cap 2 vs cap 1")
+    path = render_report(runs.baseline, out, compare_url=runs.variant, summary=SUMMARY,
+                         title="Cap 2 vs cap 1")
     return path.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
 def single(runs: Runs, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The baseline's page alone."""
-    return render_report(runs.baseline, tmp_path_factory.mktemp("single") / "out", policy=BASE)
+    return render_report(runs.baseline, tmp_path_factory.mktemp("single") / "out",
+                         summary={"gate": SUMMARY["gate"]})
 
 
 def _rows(engine: Engine, sql: str, **params: object) -> list[tuple[Any, ...]]:

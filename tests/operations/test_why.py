@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ from flows.kit.prefect_report import StepReport
 from flows.kit.testing import PlaybookHarness
 from laer import bootstrap
 from laer.cli import app
-from persistence.tables import ActionRow, PlaybookRunRow, PlaybookStepRow
+from laer_domain.events import make_event
+from persistence.tables import ActionRow, PlaybookRunRow, PlaybookStepRow, SignalRow
 from tests.conftest import free_port
-from tests.playbooks.conftest import Mailbox, contact, landing
+from tests.playbooks.conftest import T0, Mailbox, contact, landing
 
 NOON = "2026-03-10T11:00:00+00:00"  # a fixed gate clock: every message in one cap window
 
@@ -214,3 +216,86 @@ def test_an_unknown_id_is_a_clear_error(args: list[str], database_url: str, tmp_
     assert done.exit_code == 1
     assert "no " in done.stderr and args[-1] in done.stderr
     assert done.stdout == ""
+
+
+def _tree(*args: str) -> str:
+    """The people's rendering, on a terminal wide enough not to wrap a line."""
+    done = CliRunner().invoke(app, ["why", *args], env={"COLUMNS": "400"})
+    assert done.exit_code == 0, done.output
+    return done.stdout
+
+
+@pytest.fixture
+def timed(database_url: str, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch
+          ) -> Iterator[tuple[PlaybookHarness, str, str, dict[str, Any]]]:
+    """Two accounts live at T0 + 2 days: one swept 15 days on, one sent an event then."""
+    swept, crossed = f"swept-{unique}", f"crossed-{unique}"
+    with PlaybookHarness(database_url, env={"LAER_STATE_DIR": str(tmp_path / "state")}) as h:
+        monkeypatch.setattr(bootstrap, "_container", None)
+        h.feed([*landing(swept), *landing(crossed)])
+        late = make_event("laer.usage.active_users", crossed, T0 + timedelta(days=17),
+                          {"date": (T0 + timedelta(days=17)).date().isoformat(), "count": 3},
+                          source="product")
+        h.feed([late])
+        h.sweep(T0 + timedelta(days=17, hours=6))
+        yield h, swept, crossed, late
+
+
+def _underused(h: PlaybookHarness, account: str) -> list[SignalRow]:
+    with h.sessions() as s:
+        return list(s.scalars(select(SignalRow).where(
+            SignalRow.account_id == account, SignalRow.kind == "FeatureUnderused")
+            .order_by(SignalRow.id)))
+
+
+def test_why_a_time_rule_signal_names_the_sweep_that_raised_it(
+        timed: tuple[PlaybookHarness, str, str, dict[str, Any]]) -> None:
+    h, swept, _, _ = timed
+    signals = _underused(h, swept)
+    assert len(signals) == 2  # reports and integrations, both due at went live + 14 days
+    chain = _why("--signal", signals[0].id)["signal"]
+    assert (chain["raised_by"], chain["events"]) == ("time", [])
+    assert chain["clock"] == {"by": "sweep", "at": "2026-01-22T15:00:00Z", "event": None}
+    assert chain["at"] == "2026-01-21T09:00:00Z"  # due: went live (T0 + 2 days) + 14 days
+    text = _tree("--signal", signals[0].id)
+    assert "the sweep at 2026-01-22T15:00:00Z moved the clock past it" in text
+
+
+def test_why_a_time_rule_signal_names_the_event_whose_time_crossed_it(
+        timed: tuple[PlaybookHarness, str, str, dict[str, Any]]) -> None:
+    h, _, crossed, late = timed
+    signals = _underused(h, crossed)
+    assert len(signals) == 2
+    chain = _why("--signal", signals[0].id)["signal"]
+    clock = chain["clock"]
+    assert (clock["by"], clock["at"]) == ("event", late["time"])
+    assert clock["event"] == {"id": late["id"], "stored": True, "type": late["type"],
+                              "source": "product", "time": late["time"]}
+    text = _tree("--signal", signals[0].id)
+    assert f"event {late['id']} {late['type']}" in text
+    assert "moved the clock past it" in text
+
+
+def test_why_a_coalesced_signal_links_the_run_that_took_it_in(
+        timed: tuple[PlaybookHarness, str, str, dict[str, Any]]) -> None:
+    h, swept, _, _ = timed
+    assert h.dispatch("adoption_nudge") == 2  # one run per account: the sibling coalesced
+    with h.sessions() as s:
+        runs = list(s.scalars(select(PlaybookRunRow).where(PlaybookRunRow.account_id == swept)
+                              .order_by(PlaybookRunRow.id)))
+    assert [r.state for r in runs] == ["Scheduled", "Coalesced"]
+    open_run, joined = runs
+    by_signal = _why("--signal", joined.signal_id)
+    (listed,) = by_signal["runs"]
+    assert listed["state"] == "Coalesced" and listed["steps"] == []
+    into = listed["coalesced_into"]
+    assert (into["id"], into["signal_id"], into["why"]) == (
+        open_run.id, open_run.signal_id, f"laer why --run {open_run.id}")
+    took = _why("--run", str(open_run.id))["run"]
+    assert took["coalesced_into"] is None
+    assert [(r["id"], r["signal_id"]) for r in took["coalesced"]] == [
+        (joined.id, joined.signal_id)]
+    text = _tree("--signal", joined.signal_id)
+    assert f"coalesced into run #{open_run.id}" in text
+    text = _tree("--run", str(open_run.id))
+    assert f"took in signal {joined.signal_id}" in text
