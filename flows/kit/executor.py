@@ -85,7 +85,7 @@ class StepExecutor:
         found = self.playbooks.get(step.playbook)
         started = clock.now()  # simulated under a backtest (see clock.py)
         current = CurrentStep(key=step.key, task_run_id=task_run_id(step.key, step.attempts),
-                              tags=set(step.tags), attempt=step.attempts)
+                              tags=set(step.tags), attempt=step.attempts, queued=[])
         error: str | None = None
         outcome: str | None = None
         token = enter_step(current)
@@ -111,7 +111,7 @@ class StepExecutor:
         current.tags.add(f"step:{name.rsplit('/', 1)[-1]}")  # stopped steps are tagged too
         kept = finish_step(self.sessions, step, self.owner, status=status, outcome=outcome,
                            error=error, retry_at=retry_at, task_run_id=current.task_run_id,
-                           run_name=name, now=ended)
+                           run_name=name, now=ended, queued=current.queued or ())
         if not kept:
             log.warning("lease of %s was lost while it ran", step.key)
         if self.reporter is not None:
