@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import String, and_, bindparam, case, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from persistence.bulk import table_of
 from persistence.tables import PlaybookRunRow, PlaybookStepRow
 from persistence.upsert import insert_if_absent
 
@@ -64,12 +65,13 @@ def enqueue_step(session: Session, *, key: str, playbook: str, account_id: str,
 
 # The hot statements, built once with bind parameters (building one costs more than running
 # it); Core on the table, not the ORM class, so no ORM bulk-update bookkeeping either.
-_T = PlaybookStepRow.__table__.c
+_STEPS = table_of(PlaybookStepRow)
+_T = _STEPS.c
 _CLAIMABLE = or_(and_(_T.status == "due", _T.due_at <= bindparam("now")),
                  and_(_T.status == "running", _T.lease_until < bindparam("now")))
 # PostgreSQL locks the rows it picks (SKIP LOCKED: not those another claim holds); the
 # UPDATE's RETURNING gives them, so a claim is one statement.
-_CLAIM = update(PlaybookStepRow.__table__).where(_T.id.in_(
+_CLAIM = update(_STEPS).where(_T.id.in_(
     select(_T.id).where(_CLAIMABLE).order_by(_T.due_at).limit(bindparam("n"))
     .with_for_update(skip_locked=True).scalar_subquery())).values(
         status="running", lease_owner=bindparam("owner"), lease_until=bindparam("until"),
@@ -77,14 +79,14 @@ _CLAIM = update(PlaybookStepRow.__table__).where(_T.id.in_(
         _T.id, _T.idempotency_key, _T.playbook, _T.account_id, _T.signal_id, _T.step, _T.tags,
         _T.attempts, _T.due_at)
 # SET columns come from the parameters; the WHERE's have names of their own
-_FINISH = update(PlaybookStepRow.__table__).where(
+_FINISH = update(_STEPS).where(
     _T.id == bindparam("b_id"), _T.lease_owner == bindparam("b_owner"),
     _T.status == "running").returning(_T.id)
-_R = PlaybookRunRow.__table__.c
+_R = table_of(PlaybookRunRow).c
 # one statement: the run is Running while a step of it is open, else it has ended
 _STILL_OPEN = exists().where(_T.playbook == bindparam("b_playbook"),
                              _T.signal_id == bindparam("b_signal"), _T.status.in_(OPEN))
-_RUN_STATE = update(PlaybookRunRow.__table__).where(
+_RUN_STATE = update(table_of(PlaybookRunRow)).where(
     _R.playbook == bindparam("b_playbook"), _R.signal_id == bindparam("b_signal"),
     _R.state.not_in(("Coalesced",))).values(
         state=case((_STILL_OPEN, "Running"), else_=bindparam("b_ended", type_=String())),

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql.dml import OnConflictDoNothing as PgDoNothin
 from sqlalchemy.dialects.sqlite.dml import OnConflictDoNothing as SqliteDoNothing
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from persistence.bulk import table_of
 from persistence.tables import Base
 
 T = TypeVar("T", bound=Base)
@@ -70,8 +71,7 @@ def _statement(dialect: str, table: Table, key: tuple[str, ...], whole_row: bool
 
 def _execute(session: Session, row_type: type[Base], values: Mapping[str, Any],
              key: Sequence[str], whole_row: bool) -> Row[Any] | None:
-    table = row_type.__table__
-    assert isinstance(table, Table)
+    table = table_of(row_type)
     stmt = _statement(session.get_bind().dialect.name, table, tuple(key), whole_row)
     return session.execute(stmt, dict(values)).first()
 

@@ -4,6 +4,10 @@ A step runs the playbook module's own flow function (`FLOW.fn`), so a module kee
 and can still be run as a Prefect flow by hand. Each execution is reported to Prefect as a
 task run named `playbook/ACCOUNT/step` (see prefect_report.py). Run more executors, in this
 process (`threads`) or on other machines, against the same database to go faster.
+
+The steps a step queues (its next one, a retry) are added with its end, in the transaction
+that records it (`finish_step(queued=...)`): a step whose end was not recorded queued nothing,
+and runs again when its lease runs out.
 """
 
 from __future__ import annotations
