@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import inspect
+from sqlalchemy import Row, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.dml import OnConflictDoNothing as PgDoNothing
 from sqlalchemy.dialects.sqlite.dml import OnConflictDoNothing as SqliteDoNothing
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
+from persistence.bulk import table_of
 from persistence.tables import Base
 
+T = TypeVar("T", bound=Base)
 _CLAUSES: dict[tuple[str, str, tuple[str, ...]], type[Any]] = {}
+_STATEMENTS: dict[tuple[str, str, tuple[str, ...], bool], Any] = {}
 
 
 class _PgInsert(postgresql.Insert):
@@ -43,20 +46,54 @@ def _do_nothing_on(dialect: str, table: str, key: tuple[str, ...]) -> Any:
     return cls(index_elements=list(key))
 
 
+def _statement(dialect: str, table: Table, key: tuple[str, ...], whole_row: bool) -> Any:
+    """The insert-if-absent statement, built once: its columns come from the parameters.
+
+    A Core statement on the table, not the ORM class: the ORM's bulk-insert path and
+    building the statement anew cost more than running it.
+    """
+    found = _STATEMENTS.get((dialect, table.name, key, whole_row))
+    if found is not None:
+        return found
+    if dialect == "postgresql":
+        stmt: Any = _PgInsert(table)
+    elif dialect == "sqlite":
+        stmt = _SqliteInsert(table)
+    else:
+        raise NotImplementedError(f"no insert-if-absent for {dialect}")
+    # what on_conflict_do_nothing() sets, with the cacheable clause (stmt is ours alone)
+    stmt._post_values_clause = _do_nothing_on(dialect, table.name, key)
+    # Ask RETURNING, not rowcount: psycopg reports -1 once RETURNING is in the statement.
+    stmt = stmt.returning(*(table.c if whole_row else table.primary_key.columns))
+    _STATEMENTS[(dialect, table.name, key, whole_row)] = stmt
+    return stmt
+
+
+def _execute(session: Session, row_type: type[Base], values: Mapping[str, Any],
+             key: Sequence[str], whole_row: bool) -> Row[Any] | None:
+    table = table_of(row_type)
+    stmt = _statement(session.get_bind().dialect.name, table, tuple(key), whole_row)
+    return session.execute(stmt, dict(values)).first()
+
+
 def insert_if_absent(session: Session, row_type: type[Base], values: Mapping[str, Any],
                      key: Sequence[str]) -> bool:
     """`INSERT ... ON CONFLICT (key) DO NOTHING` in `session`; True if the row is new.
 
     Writers racing on the same key never raise: the first one's row stays as it is.
+    `values` are keyed by column name (the tables' attributes are named as their columns).
     """
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        stmt: Any = _PgInsert(row_type).values(**values)
-    elif dialect == "sqlite":
-        stmt = _SqliteInsert(row_type).values(**values)
-    else:
-        raise NotImplementedError(f"no insert-if-absent for {dialect}")
-    # what on_conflict_do_nothing() sets, with the cacheable clause (stmt is ours alone)
-    stmt._post_values_clause = _do_nothing_on(dialect, row_type.__tablename__, tuple(key))
-    # Ask RETURNING, not rowcount: the ORM adds RETURNING, after which psycopg reports -1.
-    return session.execute(stmt.returning(*inspect(row_type).primary_key)).first() is not None
+    return _execute(session, row_type, values, key, whole_row=False) is not None
+
+
+def insert_new_row(session: Session, row_type: type[T], values: Mapping[str, Any],
+                            key: Sequence[str]) -> T | None:
+    """`insert_if_absent`, giving the new row as a loaded ORM object of `session` (None if
+    the key existed): RETURNING every column saves reading the row back."""
+    got = _execute(session, row_type, values, key, whole_row=True)
+    if got is None:
+        return None
+    row = row_type(**got._mapping)
+    make_transient_to_detached(row)  # as if just loaded: later changes flush as an UPDATE
+    session.add(row)
+    return row

@@ -40,3 +40,11 @@ def names(api_url: str, like: str, source: str) -> Counter[str]:
         if len(page) < 200:
             break
     return found
+
+
+def ops_deployments(api_url: str) -> int:
+    """Deployments tagged `ops` (those `laer serve` registers when it starts serving)."""
+    r = httpx.post(f"{api_url}/deployments/count",
+                   json={"deployments": {"tags": {"all_": ["ops"]}}}, timeout=30)
+    r.raise_for_status()
+    return int(r.json())

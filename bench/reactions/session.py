@@ -125,6 +125,7 @@ def run_backend(backend: str, o: Options, tag: str, say: Callable[[str], None]
                 ) -> dict[str, Any]:
     """Every measurement on one backend; stops all it started, whatever happens."""
     from flows.kit.registry import discover  # imports Prefect: after main set its env
+    from laer.ops_flows import OPS_FLOWS
 
     home = Path(tempfile.mkdtemp(prefix=f"bench-reactions-{backend}-"))
     url = app_database(backend, home, o.postgres_url)
@@ -144,6 +145,11 @@ def run_backend(backend: str, o: Options, tag: str, say: Callable[[str], None]
         say(f"[{backend}] starting Prefect, SMTP, `laer serve` and `laer dispatch` ...")
         system.start_servers()
         system.start_processes()
+        # `laer serve` registers its ops deployments while its executor runs: under the
+        # burst that took minutes, and a 503 from the busy server then stopped it
+        if not _wait("ops deployments", lambda: prefect_view.ops_deployments(
+                system.prefect.api_url) >= len(OPS_FLOWS), o.bound_s, system):
+            raise RuntimeError("`laer serve` registered no ops deployments; see " + str(home))
         release(sessions, warm.signals)
         if not _wait("warm-up", lambda: bool(measure.first_actions(sessions, prefix + "w")),
                      o.bound_s, system):

@@ -13,16 +13,27 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from flows.kit import clock
 from flows.kit.current import current_step
 from laer_domain.outreach import Decision, Defer, OutreachPolicy, Send, SentMessage, Suppress
 from persistence.tables import ActionRow
-from persistence.upsert import insert_if_absent
+from persistence.upsert import insert_new_row
 
 TRAIL_MAX = 20  # entries kept per action: a message deferred night after night stays bounded
+SENT_KINDS = ("email", "webhook")
+SENT_STATUSES = ("sent", "pending", "retrying")  # a message still tried will arrive too
+
+# Statements a step runs for each message, built once (building costs more than running).
+_BY_KEY = select(ActionRow).where(ActionRow.idempotency_key == bindparam("key"))
+# Only the columns the gate reads: no ORM rows, no stored message contents parsed.
+_SENT_TO = select(ActionRow.id, ActionRow.playbook, ActionRow.created_at,
+                  ActionRow.payload["sent_at"].as_string(),
+                  ActionRow.payload["priority"].as_integer()).where(
+    ActionRow.recipient == bindparam("recipient"), ActionRow.status.in_(SENT_STATUSES),
+    ActionRow.kind.in_(SENT_KINDS)).order_by(ActionRow.id.desc()).limit(200)
 
 
 def _now() -> datetime:
@@ -32,7 +43,7 @@ def _now() -> datetime:
 def find_action(factory: sessionmaker[Session], key: str) -> ActionRow | None:
     """The action recorded under `key`, if any."""
     with factory() as session:
-        return session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
+        return session.scalar(_BY_KEY, {"key": key})
 
 
 def step_run() -> dict[str, Any]:
@@ -79,13 +90,15 @@ def _record(session: Session, key: str, fields: dict[str, Any]) -> tuple[ActionR
     payload = dict(fields.get("payload") or {})
     payload["trail"] = _trail(payload, fields["status"], fields.get("reason"),
                               payload.get("gate"))
-    created = insert_if_absent(session, ActionRow,
-                               {"idempotency_key": key, "created_at": _now(), **fields,
-                                "payload": payload},
-                               key=("idempotency_key",))
-    row = session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
+    new = insert_new_row(session, ActionRow,
+                         {"idempotency_key": key, "created_at": _now(), **fields,
+                          "payload": payload},
+                         key=("idempotency_key",))
+    if new is not None:
+        return new, True
+    row = session.scalar(_BY_KEY, {"key": key})
     assert row is not None, key
-    return row, created
+    return row, False
 
 
 def _move(row: ActionRow, status: str, reason: str | None, due_at: datetime | None,
@@ -118,7 +131,7 @@ def update_action(factory: sessionmaker[Session], key: str, status: str,
                   payload: dict[str, Any] | None = None) -> None:
     """Move a recorded action to `status` (sent, failed, ...)."""
     with factory() as session:
-        row = session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
+        row = session.scalar(_BY_KEY, {"key": key})
         if row is not None:
             _move(row, status, reason, due_at, payload)
             session.commit()
@@ -148,8 +161,8 @@ def sent_to(factory: sessionmaker[Session], recipient: str, limit: int = 200
     with factory() as session:
         return list(session.scalars(
             select(ActionRow).where(ActionRow.recipient == recipient,
-                                    ActionRow.status.in_(("sent", "pending", "retrying")),
-                                    ActionRow.kind.in_(("email", "webhook")))
+                                    ActionRow.status.in_(SENT_STATUSES),
+                                    ActionRow.kind.in_(SENT_KINDS))
             .order_by(ActionRow.id.desc()).limit(limit)))
 
 
@@ -158,17 +171,11 @@ def find_with_history(factory: sessionmaker[Session], key: str, recipient: str,
     """The action under `key` and, unless its status is in `settled`, what `recipient` was
     sent (as `sent_to`, read for the gate): the gate's two reads in one session."""
     with factory() as session:
-        row = session.scalar(select(ActionRow).where(ActionRow.idempotency_key == key))
+        row = session.scalar(_BY_KEY, {"key": key})
         if row is not None and row.status in settled:
             return row, []
-        # Only the columns the gate reads: no ORM rows, no stored message contents parsed.
-        stmt = select(ActionRow.id, ActionRow.playbook, ActionRow.created_at,
-                      ActionRow.payload["sent_at"].as_string(),
-                      ActionRow.payload["priority"].as_integer()).where(
-            ActionRow.recipient == recipient,
-            ActionRow.status.in_(("sent", "pending", "retrying")),
-            ActionRow.kind.in_(("email", "webhook"))).order_by(ActionRow.id.desc()).limit(200)
         sent = [SentMessage(at=datetime.fromisoformat(at) if at else created,
                             priority=priority or 0, playbook=playbook, id=id_)
-                for id_, playbook, created, at, priority in session.execute(stmt)]
+                for id_, playbook, created, at, priority
+                in session.execute(_SENT_TO, {"recipient": recipient})]
         return row, sent

@@ -18,6 +18,9 @@ class CurrentStep:
     name: str | None = None  # playbook/ACCOUNT/step, once the step knows its name
     settings: Any = None  # the playbook settings, read on first use in this step
     attempt: int = 0  # which execution of the step row this is (1, 2, ... as leased)
+    # Steps it queues, when its executor adds them with its own end (one transaction);
+    # None: each is added as it is queued.
+    queued: list[dict[str, Any]] | None = None
 
 
 _current: ContextVar[CurrentStep | None] = ContextVar("laer_current_step", default=None)

@@ -4,6 +4,10 @@ A step runs the playbook module's own flow function (`FLOW.fn`), so a module kee
 and can still be run as a Prefect flow by hand. Each execution is reported to Prefect as a
 task run named `playbook/ACCOUNT/step` (see prefect_report.py). Run more executors, in this
 process (`threads`) or on other machines, against the same database to go faster.
+
+The steps a step queues (its next one, a retry) are added with its end, in the transaction
+that records it (`finish_step(queued=...)`): a step whose end was not recorded queued nothing,
+and runs again when its lease runs out.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ class StepExecutor:
         found = self.playbooks.get(step.playbook)
         started = clock.now()  # simulated under a backtest (see clock.py)
         current = CurrentStep(key=step.key, task_run_id=task_run_id(step.key, step.attempts),
-                              tags=set(step.tags), attempt=step.attempts)
+                              tags=set(step.tags), attempt=step.attempts, queued=[])
         error: str | None = None
         outcome: str | None = None
         token = enter_step(current)
@@ -111,7 +115,7 @@ class StepExecutor:
         current.tags.add(f"step:{name.rsplit('/', 1)[-1]}")  # stopped steps are tagged too
         kept = finish_step(self.sessions, step, self.owner, status=status, outcome=outcome,
                            error=error, retry_at=retry_at, task_run_id=current.task_run_id,
-                           run_name=name, now=ended)
+                           run_name=name, now=ended, queued=current.queued or ())
         if not kept:
             log.warning("lease of %s was lost while it ran", step.key)
         if self.reporter is not None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from flows.kit.context import SignalInfo
@@ -38,14 +39,22 @@ def _reading() -> Iterator[Session]:
         yield session
 
 
-def _info(row: SignalRow) -> SignalInfo:
-    return SignalInfo(row.id, row.kind, row.at, row.stage, dict(row.evidence), row.retracted_at)
+# Built once, Core columns rather than ORM rows: a step reads both, every time.
+_SIGNAL_COLUMNS = (SignalRow.id, SignalRow.kind, SignalRow.at, SignalRow.stage,
+                   SignalRow.evidence, SignalRow.retracted_at)
+_SIGNAL = select(*_SIGNAL_COLUMNS).where(SignalRow.id == bindparam("id"))
+_ACCOUNT_STATE = select(AccountRow.state).where(AccountRow.id == bindparam("id"))
+
+
+def _info(row: Row[Any]) -> SignalInfo:
+    id_, kind, at, stage, evidence, retracted_at = row
+    return SignalInfo(id_, kind, at, stage, dict(evidence), retracted_at)
 
 
 def load_signal(signal_id: str) -> SignalInfo | None:
     """The stored signal that started a playbook (its kind, instant and evidence)."""
     with _reading() as session:
-        row = session.get(SignalRow, signal_id)
+        row = session.execute(_SIGNAL, {"id": signal_id}).first()
         return None if row is None else _info(row)
 
 
@@ -55,7 +64,7 @@ def coalesced_signals(account_id: str, signal: SignalInfo) -> list[SignalInfo]:
     One sweep can raise several (one per underused feature); the dispatcher starts one run.
     """
     with runtime().reads() as session:
-        rows = session.scalars(select(SignalRow).where(
+        rows = session.execute(select(*_SIGNAL_COLUMNS).where(
             SignalRow.account_id == account_id, SignalRow.at == signal.at,
             SignalRow.kind == signal.kind, SignalRow.retracted_at.is_(None)))
         return [_info(r) for r in rows]
@@ -65,5 +74,5 @@ def load_account(account_id: str) -> Account | None:
     """Re-read the account so every step sees the current stage."""
     # Plain read, no row lock: a flow must never block the consumers.
     with _reading() as session:
-        row = session.get(AccountRow, account_id)
-        return None if row is None else Account.model_validate(row.state)
+        state = session.scalar(_ACCOUNT_STATE, {"id": account_id})
+        return None if state is None else Account.model_validate(state)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from flows.kit.actions import note_attempt
@@ -83,11 +83,22 @@ def retrying_keys(sessions: sessionmaker[Session], playbook: str, signal_id: str
         return retrying_keys_in(session, playbook, signal_id, step)
 
 
+# `_step_messages` built once for the read every step makes; the prefix escaped as
+# `startswith(..., autoescape=True)` escapes it.
+_RETRYING_KEYS = select(ActionRow.idempotency_key).where(
+    ActionRow.idempotency_key.like(bindparam("pattern"), escape="/"),
+    ActionRow.kind.in_(MESSAGE_KINDS), ActionRow.status == "retrying").order_by(ActionRow.id)
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return escaped + "%"
+
+
 def retrying_keys_in(session: Session, playbook: str, signal_id: str, step: str) -> list[str]:
     """`retrying_keys` in an open session (one column read, no rows built)."""
-    stmt = _step_messages(playbook, signal_id, step).with_only_columns(
-        ActionRow.idempotency_key).order_by(ActionRow.id)
-    return list(session.scalars(stmt))
+    pattern = _like_prefix(f"{playbook}:{signal_id}:{step}:")
+    return list(session.scalars(_RETRYING_KEYS, {"pattern": pattern}))
 
 
 def next_retry(sessions: sessionmaker[Session], playbook: str, signal_id: str,

@@ -10,12 +10,24 @@ from uuid import UUID
 from flows.kit import clock
 from flows.kit.current import current_step
 from flows.kit.runtime import current_flow_run_id, runtime
-from persistence.steps import enqueue_step
+from persistence.steps import step_values
+from persistence.tables import PlaybookStepRow
+from persistence.upsert import insert_if_absent
 
 
 def run_name_for(playbook: str, account_id: str, step: str) -> str:
     """`onboarding/ACCOUNT/day-3`."""
     return f"{playbook}/{account_id}/{step}"
+
+
+def _row(playbook: str, account_id: str, signal_id: str, step: str, delay_s: float,
+         key: str, tags: list[str]) -> tuple[dict[str, Any], str]:
+    """The step's row, due `delay_s` from now, and the line for the run's report."""
+    when = clock.now() + timedelta(seconds=max(0.0, delay_s))
+    name = run_name_for(playbook, account_id, step)
+    row = step_values(key=key, playbook=playbook, account_id=account_id, signal_id=signal_id,
+                      step=step, due_at=when, tags=tags, run_name=name)
+    return row, f"{step} at {when:%Y-%m-%d %H:%M:%S} UTC ({name})"
 
 
 def queue_step(playbook: str, account_id: str, signal_id: str, step: str, delay_s: float,
@@ -24,20 +36,26 @@ def queue_step(playbook: str, account_id: str, signal_id: str, step: str, delay_
 
     Returns whether this call added it, and a line for the run's report.
     """
-    when = clock.now() + timedelta(seconds=max(0.0, delay_s))
-    name = run_name_for(playbook, account_id, step)
+    row, line = _row(playbook, account_id, signal_id, step, delay_s, key, tags)
     with runtime().sessions() as session:
-        added = enqueue_step(session, key=key, playbook=playbook, account_id=account_id,
-                             signal_id=signal_id, step=step, due_at=when, tags=tags,
-                             run_name=name)
+        added = insert_if_absent(session, PlaybookStepRow, row, key=("idempotency_key",))
         session.commit()
-    return added, f"{step} at {when:%Y-%m-%d %H:%M:%S} UTC ({name})"
+    return added, line
 
 
 def schedule_step(playbook: str, account_id: str, signal_id: str, step: str, delay_s: float,
                   key: str, tags: list[str]) -> str:
-    """Queue a later step (see `queue_step`); the line for the run's report."""
-    return queue_step(playbook, account_id, signal_id, step, delay_s, key, tags)[1]
+    """Queue a later step (see `queue_step`); the line for the run's report.
+
+    In an executor's step the row is added with the step's end, in the same transaction
+    (see executor.py): one write fewer, and the two stand or fall together.
+    """
+    here = current_step()
+    if here is None or here.queued is None:
+        return queue_step(playbook, account_id, signal_id, step, delay_s, key, tags)[1]
+    row, line = _row(playbook, account_id, signal_id, step, delay_s, key, tags)
+    here.queued.append(row)
+    return line
 
 
 def tag_current_run(tags: list[str]) -> None:
