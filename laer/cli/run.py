@@ -89,6 +89,10 @@ def serve(
         envvar="LAER_SERVE_REPORT_PROCESS",
         help="Report steps to Prefect from a child process (off: a thread of this one).")
     ] = True,
+    register_retry_s: Annotated[float, typer.Option(
+        min=0.01, envvar="LAER_SERVE_REGISTER_RETRY_S",
+        help="First wait before registering the ops flows again when the Prefect API is busy "
+        "(doubles up to 30 s; gives up after 10 min).")] = 1.0,
 ) -> None:
     """Execute due playbook steps, and serve the ops flows, until Ctrl-C/SIGTERM.
 
@@ -113,14 +117,13 @@ def serve(
     worker.start()
     try:
         if ops:
-            from prefect import serve as prefect_serve
-
             from flows.kit.registry import DEPLOYMENT_NAME
+            from flows.kit.serve_ops import serve_ops
             from laer.ops_flows import OPS_FLOWS
 
             deployments: list[Any] = [f.to_deployment(name=DEPLOYMENT_NAME, cron=cron,
                                                       tags=["ops"]) for f, cron in OPS_FLOWS]
-            prefect_serve(*deployments, print_starting_message=False)
+            serve_ops(deployments, retry_s=register_retry_s)
         else:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
