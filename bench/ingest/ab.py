@@ -65,7 +65,7 @@ def _value(result: dict[str, Any], key: str, field: str) -> float | None:
 def main() -> None:
     """Alternate baseline and current runs; print each row per round, medians and ratios."""
     args = _arguments()
-    console = Console(stderr=args.json)
+    console = Console(stderr=args.json, width=150)  # the table stays readable when piped
     here = Path.cwd()
     work = Path(tempfile.mkdtemp(prefix="laer-ab-"))
     log = work / "runs.log"
