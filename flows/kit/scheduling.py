@@ -23,10 +23,11 @@ def run_name_for(playbook: str, account_id: str, step: str) -> str:
 def _row(playbook: str, account_id: str, signal_id: str, step: str, delay_s: float,
          key: str, tags: list[str]) -> tuple[dict[str, Any], str]:
     """The step's row, due `delay_s` from now, and the line for the run's report."""
-    when = clock.now() + timedelta(seconds=max(0.0, delay_s))
+    now = clock.now()  # simulated in a backtest: queued and due on the same clock
+    when = now + timedelta(seconds=max(0.0, delay_s))
     name = run_name_for(playbook, account_id, step)
     row = step_values(key=key, playbook=playbook, account_id=account_id, signal_id=signal_id,
-                      step=step, due_at=when, tags=tags, run_name=name)
+                      step=step, due_at=when, tags=tags, run_name=name, now=now)
     return row, f"{step} at {when:%Y-%m-%d %H:%M:%S} UTC ({name})"
 
 

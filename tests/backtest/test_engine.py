@@ -41,6 +41,22 @@ def test_a_year_of_a_cohort_gives_every_kind_of_action(
     assert all(first <= datetime.fromisoformat(r["sent_at"]) <= until for r in sent)
 
 
+def test_steps_are_queued_at_simulated_instants(replayed: tuple[Path, dict[str, Any]]) -> None:
+    out, summary = replayed
+    first, until = (datetime.fromisoformat(summary["run"][k]).replace(tzinfo=None)
+                    for k in ("first_event", "simulated_until"))
+    engine = make_engine(f"sqlite:///{out / 'backtest.db'}")
+    with engine.connect() as conn:
+        created = list(conn.execute(select(PlaybookStepRow.step, PlaybookStepRow.created_at,
+                                           PlaybookStepRow.due_at)).tuples())
+    engine.dispose()
+    later = [c for c in created if c[0] != "start"]  # queued by an earlier step of the run
+    assert later
+    wall = [c for c in created if not first <= c[1].replace(tzinfo=None) <= until]
+    assert not wall, wall[:3]
+    assert all(c[1] <= c[2] for c in created)  # queued before it is due
+
+
 def test_quiet_hours_hold_back_messages_until_morning_in_simulated_time(
         cohort: list[dict[str, Any]], replayed: tuple[Path, dict[str, Any]]) -> None:
     out, summary = replayed
