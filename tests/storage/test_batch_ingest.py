@@ -9,7 +9,6 @@ a failed batch changed.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +28,6 @@ from laer_domain.model import Account
 from laer_domain.policy import Policy
 from laer_domain.service import LifecycleService
 from persistence.batch_repository import BatchRepository, ConcurrentUpdate
-from persistence.db import make_engine, upgrade
 from persistence.tables import AccountRow
 from persistence.uow import UnitOfWork, session_factory
 from tests.consumers.workload import Round, differences, reference, snapshot, workload
@@ -50,14 +48,6 @@ def records(rounds: list[Round]) -> list[RawRecord]:
             offsets[tp] = offset + 1
             out.append(RawRecord(tp[0], tp[1], offset, key, value, tuple(headers)))
     return out
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def ingestor(engine: Engine, cache_size: int = 1000) -> Ingestor:

@@ -8,7 +8,6 @@ Run on the row-at-a-time repository and the batch repository, on SQLite and Post
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +22,6 @@ from laer_domain.resequence import History
 from laer_domain.service import LifecycleService
 from laer_domain.signals import Evidence, Signal, SignalKind, StageChange, signal_id
 from persistence.batch_repository import BatchRepository
-from persistence.db import make_engine, upgrade
 from persistence.queries import account_detail
 from persistence.tables import AppliedEventRow, OutboxRow, SignalRow, StageChangeRow
 from persistence.uow import UnitOfWork, session_factory
@@ -50,14 +48,6 @@ def history(*signals: Signal, reason: str = "rebuilt") -> History:
                          reason=reason, event_id=LANDING.id)
     return History(signals=signals, stage_changes=(change,), health_changes=(),
                    events=(LANDING, TICKET))
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def replace(engine: Engine, store: str, rebuilt: History) -> None:

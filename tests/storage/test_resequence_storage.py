@@ -9,7 +9,6 @@ rebuild no longer raises retracted (their outbox rows never dispatched) and none
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +25,6 @@ from laer.publish import encode
 from laer_domain.events import event_family, make_event, parse_event
 from laer_domain.policy import Policy
 from laer_domain.service import LifecycleService
-from persistence.db import make_engine, upgrade
 from persistence.tables import OutboxRow, SignalRow
 from persistence.uow import UnitOfWork, session_factory
 from tests.consumers.workload import differences, reference, snapshot
@@ -104,14 +102,6 @@ def retractions(factory: sessionmaker[Session]) -> list[tuple[str, str | None]]:
             select(SignalRow.kind, OutboxRow.status)
             .join(OutboxRow, OutboxRow.signal_id == SignalRow.id, isouter=True)
             .where(SignalRow.retracted_at.is_not(None)).order_by(SignalRow.seq)).tuples())
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def records(events: list[Event]) -> list[RawRecord]:

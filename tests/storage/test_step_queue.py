@@ -3,29 +3,18 @@ end adds the steps it queued in its own transaction, a new row comes back from i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, select
 
-from persistence.db import make_engine, upgrade
 from persistence.steps import claim_due, enqueue_step, finish_step, step_values
 from persistence.tables import ActionRow, PlaybookRunRow, PlaybookStepRow
 from persistence.uow import session_factory
 from persistence.upsert import insert_new_row
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    """A migrated database."""
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def _step(key: str, step: str, due: datetime) -> dict[str, Any]:
