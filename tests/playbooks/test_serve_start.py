@@ -6,6 +6,8 @@ A proxy in front of the real Prefect server refuses the first deployment writes 
 from __future__ import annotations
 
 import os
+import select
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,13 +27,15 @@ REFUSED = 4  # more than one deployment's worth, with the client's own retries t
 
 
 class BusyPrefect:
-    """Forwards to the real API; answers 503 to the first `refuse` deployment writes."""
+    """Forwards to the real API; answers 503 to the first `refuse` deployment writes (a
+    new deployment is a POST, one the server has is a PATCH)."""
 
     def __init__(self, upstream: str, refuse: int) -> None:
         self.upstream = upstream.rstrip("/")
         self.left = refuse
         self.refused = 0
         self.registered = 0  # deployment writes the real server accepted
+        self.tunnels = 0  # websockets opened: the runner's event stream, once it has started
         self.lock = threading.Lock()
         self.http = httpx.Client(timeout=30)
         proxy = self
@@ -40,9 +44,40 @@ class BusyPrefect:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def deployment_write(self) -> bool:
+                """A new deployment (POST) or an existing one updated (PATCH of its id)."""
+                path = self.path.split("?")[0].rstrip("/")
+                return ((self.command == "POST" and path.endswith("/deployments"))
+                        or (self.command == "PATCH" and "/deployments/" in path))
+
+            def tunnel(self) -> None:
+                """A websocket (the runner's event stream) goes through untouched."""
+                url = httpx.URL(proxy.upstream)
+                up = socket.create_connection((url.host, url.port or 80))
+                head = f"{self.command} {self.path} HTTP/1.1\r\n" + "".join(
+                    f"{k}: {v}\r\n" for k, v in self.headers.items()) + "\r\n"
+                up.sendall(head.encode("latin-1"))
+                with proxy.lock:
+                    proxy.tunnels += 1
+                ends = [self.connection, up]
+                try:
+                    while True:
+                        ready, _, _ = select.select(ends, [], [], 60)
+                        for end in ready:
+                            data = end.recv(65536)
+                            if not data:
+                                return
+                            (up if end is self.connection else self.connection).sendall(data)
+                finally:
+                    up.close()
+                    self.close_connection = True
+
             def forward(self) -> None:
+                if self.headers.get("Upgrade", "").lower() == "websocket":
+                    self.tunnel()
+                    return
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.command == "POST" and self.path.rstrip("/").endswith("/deployments"):
+                if self.deployment_write():
                     with proxy.lock:
                         busy = proxy.left > 0
                         if busy:
@@ -61,7 +96,7 @@ class BusyPrefect:
                            if k.lower() not in ("host", "content-length", "connection")}
                 r = proxy.http.request(self.command, base + self.path, content=body,
                                        headers=headers)
-                if self.command == "POST" and self.path.rstrip("/").endswith("/deployments"):
+                if self.deployment_write():
                     with proxy.lock:
                         proxy.registered += r.is_success
                 self.send_response(r.status_code)
@@ -104,7 +139,8 @@ def test_serve_keeps_registering_its_ops_flows_through_503s(
         wait_for(lambda: busy_prefect.registered >= len(OPS_FLOWS),
                  "the ops flows to be registered", timeout=180, alive=serve)
         assert busy_prefect.refused == REFUSED  # the faults did happen
-        assert serve.alive()
+        wait_for(lambda: busy_prefect.tunnels >= 1, "the runner to start serving",
+                 timeout=120, alive=serve)
     finally:
         serve.stop()
 
