@@ -218,3 +218,21 @@ def test_a_limited_release_takes_the_earliest_and_keeps_the_rest_in_front() -> N
     assert hours(a.release(limit=3).items) == [1, 2, 3]
     assert a.earliest_held() == {(U, 0): 2, (B, 0): 1}
     assert hours(a.release().items) == [4, 5]
+
+
+def test_a_release_keeps_each_partition_number_together_oldest_first() -> None:
+    # a batch is a prefix of the release: merged across partition numbers by time, each batch
+    # spanned every number's accounts (and wrote each account for fewer of its events)
+    clock, t = Clock(), Topics()
+    a = aligner(clock)
+    for tp in [(t_, p) for t_ in (U, B, S) for p in (0, 1)]:
+        a.set_at_end(tp, True)
+    a.add([t.record(U, h, partition=1) for h in (1, 3, 5)]
+          + [t.record(U, h, partition=0) for h in (2, 4)]
+          + [t.record(B, h, partition=1) for h in (2, 6)])
+    out = a.release(limit=5)
+    # partition 1's earliest record (1 h) is the oldest: its five records first, by time
+    assert [(r.partition, h) for (r, _), h in zip(out.items, hours(out.items), strict=True)
+            ] == [(1, 1), (1, 2), (1, 3), (1, 5), (1, 6)]
+    assert a.earliest_held() == {(U, 0): 0}
+    assert hours(a.release().items) == [2, 4]
