@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -63,6 +64,32 @@ class Held:
         """(time, id): the order released records are merged in."""
         return (self.item.time, self.item.id) if isinstance(self.item, CloudEvent) else (
             EARLIEST, "")
+
+
+class ReadingClock:
+    """Seconds of `clock` with the time spent applying batches left out (`busy`).
+
+    A co-partition is silent only while the consumer reads and gets nothing from it: on a
+    backlog under load each batch takes a second or more, and kafka-python hands a poll's
+    records from one or two partitions, so a topic's partition was not read for 5 s of wall
+    time while its records waited in the client, and was released early (forced) as silent.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._busy = 0.0
+
+    def __call__(self) -> float:
+        return self._clock() - self._busy
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """A span of work that does not count as waiting for records."""
+        started = self._clock()
+        try:
+            yield
+        finally:
+            self._busy += self._clock() - started
 
 
 def _order(h: Held) -> tuple[datetime, str]:

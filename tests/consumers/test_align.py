@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from consumers.align import Aligner, Item
+from consumers.align import Aligner, Item, ReadingClock
 from consumers.dlq import DeadLetter
 from consumers.records import RawRecord
 from laer_domain.events import CloudEvent
@@ -47,7 +48,7 @@ class Topics:
         return rec, DeadLetter(rec, "invalid_json", "x")
 
 
-def aligner(clock: Clock, **kw: Any) -> Aligner:
+def aligner(clock: Callable[[], float], **kw: Any) -> Aligner:
     a = Aligner(max_wait_s=kw.pop("max_wait_s", 5.0), bound=kw.pop("bound", 100),
                 clock=clock, **kw)
     a.assign([(t, p) for t in (U, B, S) for p in (0, 1)])
@@ -236,3 +237,21 @@ def test_a_release_keeps_each_partition_number_together_oldest_first() -> None:
             ] == [(1, 1), (1, 2), (1, 3), (1, 5), (1, 6)]
     assert a.earliest_held() == {(U, 0): 0}
     assert hours(a.release().items) == [2, 4]
+
+
+def test_time_spent_applying_batches_is_no_silence() -> None:
+    # a backlog's batch under load takes seconds; meanwhile no partition is read, but none
+    # went silent: its records wait in the client, and were released early (forced)
+    wall = Clock()
+    reading = ReadingClock(wall)
+    t = Topics()
+    a = aligner(reading, max_wait_s=5.0)
+    a.set_at_end((S, 0), True)
+    a.add([t.record(U, 1), t.record(U, 2), t.record(B, 0)])
+    assert hours(a.release().items) == [0]
+    with reading.busy():
+        wall.now += 60.0
+    assert a.release().items == []  # billing is still the one to wait for
+    wall.now += 5.0  # read for 5 s without a billing record: silent now
+    out = a.release()
+    assert hours(out.items) == [1, 2] and out.forced == 2
