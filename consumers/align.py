@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -65,9 +66,41 @@ class Held:
             EARLIEST, "")
 
 
+class ReadingClock:
+    """Seconds of `clock` with the time spent applying batches left out (`busy`).
+
+    A co-partition is silent only while the consumer reads and gets nothing from it: on a
+    backlog under load each batch takes a second or more, and kafka-python hands a poll's
+    records from one or two partitions, so a topic's partition was not read for 5 s of wall
+    time while its records waited in the client, and was released early (forced) as silent.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._busy = 0.0
+
+    def __call__(self) -> float:
+        return self._clock() - self._busy
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """A span of work that does not count as waiting for records."""
+        started = self._clock()
+        try:
+            yield
+        finally:
+            self._busy += self._clock() - started
+
+
+def _order(h: Held) -> tuple[datetime, str]:
+    """A held record's merge key."""
+    return h.order
+
+
 @dataclass
 class Released:
-    """Records to apply now: every partition's in offset order, merged by event time."""
+    """Records to apply now: every partition's in offset order, merged by event time within
+    each partition number, partition numbers one after another."""
 
     items: list[Item] = field(default_factory=list)
     forced: int = 0  # released because they waited longer than the bound, not by watermark
@@ -194,9 +227,19 @@ class Aligner:
                 run.append(held.popleft())
             if run:
                 runs.append(run)
+        # Grouped by partition number, each group merged by time: an account's events are all
+        # in one group, so a batch (a prefix) spans few partition numbers and so few accounts,
+        # and each is written once for more of its events (merged across all partitions, a
+        # batch touched 2.4x the accounts of one read partition by partition; bench.ingest).
+        # The group whose earliest record is oldest goes first, so none waits behind the rest.
         # heapq.merge compares only the heads, so each run keeps its own (offset) order, and
-        # any prefix of the merge is a prefix of every partition's run
-        merged = list(heapq.merge(*runs, key=lambda h: h.order))
+        # any prefix of the result is a prefix of every partition's run.
+        by_number: dict[int, list[list[Held]]] = {}
+        for run in runs:
+            by_number.setdefault(run[0].record.partition, []).append(run)
+        groups = [list(heapq.merge(*group, key=_order)) for group in by_number.values()]
+        groups.sort(key=lambda group: _order(group[0]))
+        merged = [h for group in groups for h in group]
         if limit is not None and len(merged) > limit:
             back: dict[TopicPartition, list[Held]] = {}
             for h in merged[limit:]:

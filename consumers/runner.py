@@ -20,7 +20,7 @@ from kafka.structs import OffsetAndMetadata
 from sqlalchemy.orm import Session, sessionmaker
 
 from consumers import metrics
-from consumers.align import Aligner, Item
+from consumers.align import Aligner, Item, ReadingClock
 from consumers.corrupt import after_failed_poll
 from consumers.dlq import DeadLetterSink
 from consumers.failures import retry_cause
@@ -169,6 +169,8 @@ class ConsumerLoop:
     on_batch: Callable[[BatchReport], None] | None = None
     gc_tuning: bool = True  # `tune_gc()` when the loop starts (it affects the whole process)
     _stop: threading.Event = field(default_factory=threading.Event)
+    # the aligner's clock: a batch being applied is no silence of the partitions (align.py)
+    _reading: ReadingClock = field(default_factory=lambda: ReadingClock(time.monotonic))
 
     def stop(self, *_: Any) -> None:
         """Ask the loop to finish its current batch and leave the group."""
@@ -195,7 +197,7 @@ class ConsumerLoop:
                                 self.dead_letters, self.clock)
         aligner = Aligner(max_wait_s=self.settings.align_max_wait_s,
                           bound=self.settings.align_buffer_records,
-                          enabled=self.settings.align, clock=time.monotonic)
+                          enabled=self.settings.align, clock=self._reading)
         if self.gc_tuning:
             tune_gc()
         consumer, listener = self._join(aligner, check_topics=True)
@@ -310,7 +312,8 @@ class ConsumerLoop:
         """Ingest released records and commit: the report, or None (they are held again)."""
         started = time.perf_counter()
         try:
-            report = ingestor.process_items(items)
+            with self._reading.busy():
+                report = ingestor.process_items(items)
         except Exception as exc:
             # Database or broker down, or a conflict that outlasted its retries: hold the
             # records again and retry later; nothing is committed (the parts that were are

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from consumers.align import Aligner, Item
+from consumers.align import Aligner, Item, ReadingClock
 from consumers.dlq import DeadLetter
 from consumers.records import RawRecord
 from laer_domain.events import CloudEvent
@@ -47,7 +48,7 @@ class Topics:
         return rec, DeadLetter(rec, "invalid_json", "x")
 
 
-def aligner(clock: Clock, **kw: Any) -> Aligner:
+def aligner(clock: Callable[[], float], **kw: Any) -> Aligner:
     a = Aligner(max_wait_s=kw.pop("max_wait_s", 5.0), bound=kw.pop("bound", 100),
                 clock=clock, **kw)
     a.assign([(t, p) for t in (U, B, S) for p in (0, 1)])
@@ -218,3 +219,39 @@ def test_a_limited_release_takes_the_earliest_and_keeps_the_rest_in_front() -> N
     assert hours(a.release(limit=3).items) == [1, 2, 3]
     assert a.earliest_held() == {(U, 0): 2, (B, 0): 1}
     assert hours(a.release().items) == [4, 5]
+
+
+def test_a_release_keeps_each_partition_number_together_oldest_first() -> None:
+    # a batch is a prefix of the release: merged across partition numbers by time, each batch
+    # spanned every number's accounts (and wrote each account for fewer of its events)
+    clock, t = Clock(), Topics()
+    a = aligner(clock)
+    for tp in [(t_, p) for t_ in (U, B, S) for p in (0, 1)]:
+        a.set_at_end(tp, True)
+    a.add([t.record(U, h, partition=1) for h in (1, 3, 5)]
+          + [t.record(U, h, partition=0) for h in (2, 4)]
+          + [t.record(B, h, partition=1) for h in (2, 6)])
+    out = a.release(limit=5)
+    # partition 1's earliest record (1 h) is the oldest: its five records first, by time
+    assert [(r.partition, h) for (r, _), h in zip(out.items, hours(out.items), strict=True)
+            ] == [(1, 1), (1, 2), (1, 3), (1, 5), (1, 6)]
+    assert a.earliest_held() == {(U, 0): 0}
+    assert hours(a.release().items) == [2, 4]
+
+
+def test_time_spent_applying_batches_is_no_silence() -> None:
+    # a backlog's batch under load takes seconds; meanwhile no partition is read, but none
+    # went silent: its records wait in the client, and were released early (forced)
+    wall = Clock()
+    reading = ReadingClock(wall)
+    t = Topics()
+    a = aligner(reading, max_wait_s=5.0)
+    a.set_at_end((S, 0), True)
+    a.add([t.record(U, 1), t.record(U, 2), t.record(B, 0)])
+    assert hours(a.release().items) == [0]
+    with reading.busy():
+        wall.now += 60.0
+    assert a.release().items == []  # billing is still the one to wait for
+    wall.now += 5.0  # read for 5 s without a billing record: silent now
+    out = a.release()
+    assert hours(out.items) == [1, 2] and out.forced == 2
