@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any
 
+from bench.ingest.holds import timing_holds
 from bench.ingest.pipeline import in_process_loop
 from bench.stats import percentile
 from bench.topics import Record, Topics, encoded, produce
@@ -53,7 +54,8 @@ def measure_latency(bootstrap: str, topics: Topics, db_url: str, rate: float,
                     seconds: float, warmup: float = 2.0) -> dict[str, Any]:
     """Produce at `rate`; latency = commit of the batch that covers a record - its send.
 
-    Reported over every record, and again without the records sent in the first `warmup`
+    Reported over every record, with the part spent held by event-time alignment (from
+    arrival in the aligner to release), and again without the records sent in the first `warmup`
     seconds (a consumer that has just joined parses its first accounts and warms its caches
     and connections: that start-up tail is real, but once per process, not per second).
 
@@ -74,26 +76,27 @@ def measure_latency(bootstrap: str, topics: Topics, db_url: str, rate: float,
     loop.on_batch = on_batch
     assigned = _AssignmentWatch()
     thread = threading.Thread(target=loop.run)
-    thread.start()
-    try:  # joined and idle (the topics of this phase are empty)
-        if not assigned.done.wait(60):
-            raise RuntimeError("the consumer was never assigned partitions")
-    finally:
-        assigned.close()
-    time.sleep(0.5)
     n = int(rate * seconds)
-    records = list(encoded(topics, events(n, seed=3, prefix="lat")))
-    spawn = multiprocessing.get_context("spawn")
-    out = spawn.Queue()
-    child = spawn.Process(target=_send_paced, args=(bootstrap, records, rate, out))
-    child.start()
-    sent_at: dict[tuple[str, int, int], float] = out.get(timeout=seconds * 4 + 120)
-    child.join(timeout=60)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and sum(committed.values()) < n:
-        time.sleep(0.2)
-    loop.stop()
-    thread.join(timeout=60)
+    with timing_holds() as holds:
+        thread.start()
+        try:  # joined and idle (the topics of this phase are empty)
+            if not assigned.done.wait(60):
+                raise RuntimeError("the consumer was never assigned partitions")
+        finally:
+            assigned.close()
+        time.sleep(0.5)
+        records = list(encoded(topics, events(n, seed=3, prefix="lat")))
+        spawn = multiprocessing.get_context("spawn")
+        out = spawn.Queue()
+        child = spawn.Process(target=_send_paced, args=(bootstrap, records, rate, out))
+        child.start()
+        sent_at: dict[tuple[str, int, int], float] = out.get(timeout=seconds * 4 + 120)
+        child.join(timeout=60)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and sum(committed.values()) < n:
+            time.sleep(0.2)
+        loop.stop()
+        thread.join(timeout=60)
     engine.dispose()
     pairs = [(sent_at[(t, p, off)], at - sent_at[(t, p, off)])
              for t, p, frm, nxt, at in list(commits)
@@ -114,4 +117,6 @@ def measure_latency(bootstrap: str, topics: Topics, db_url: str, rate: float,
             "steady_p99_ms": _ms(percentile(steady, 0.99)) if steady else None,
             # where the tail comes from: p99 of the records sent in each second of the run
             "p99_ms_by_second": [_ms(percentile(sorted(v), 0.99))
-                                 for _, v in sorted(by_second.items())]}
+                                 for _, v in sorted(by_second.items())],
+            # of which waiting for the other topics (consumers.align), per record
+            "align_hold": holds.summary()}

@@ -56,6 +56,11 @@ def report(r: dict[str, Any]) -> Table:
     table.add_row(f"3. produce->committed @ {lat.get('rate', 0):.0f} ev/s, postgresql",
                   str(lat.get("events")), f"p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms",
                   "p99 target < 250 ms")
+    hold = lat.get("align_hold", {})
+    if hold.get("records"):
+        table.add_row("3. of which held by event-time alignment, per record", str(hold["records"]),
+                      f"p50 {hold['p50_ms']} ms, p99 {hold['p99_ms']} ms, "
+                      f"max {hold['max_ms']} ms", "")
     if lat.get("steady_p99_ms") is not None:
         table.add_row(f"3. the same without the first {lat['warmup_s']:g} s (warm-up)",
                       str(lat["steady_events"]),

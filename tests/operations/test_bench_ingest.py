@@ -51,6 +51,9 @@ def test_every_measurement_runs_and_is_written(kafka_broker: LocalKafka, postgre
     assert lat["events"] == 600  # every paced record was matched to its commit
     assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     assert lat["steady_events"] < lat["events"] and lat["steady_p99_ms"] is not None
+    hold = lat["align_hold"]  # every record passed the aligner, none held longer than it took
+    assert hold["records"] == 600 and 0 <= hold["p50_ms"] <= hold["max_ms"] <= lat["max_ms"]
+    assert "held by event-time alignment" in done.stdout
     assert r["one_process"]["processes"] == 1 and r["two_processes"]["processes"] == 2
     assert r["long_run"]["rss_samples"] >= 1 and r["long_run"]["rss_peak_mb"] > 0
     assert "LAER ingestion" in done.stdout and "floor" in done.stdout
